@@ -1,0 +1,42 @@
+//! halfclose: a conformance harness for TCP connection teardown.
+//!
+//! A scenario (YAML, see `docs/script-format.md`) is parsed by [`script`] into a typed
+//! [`script::Scenario`]; the [`runner`] plays it as one trial per address family: it builds a
+//! private [`topology`] (two anonymous network namespaces joined by a veth pair), drives the
+//! system under test through [`sut`], plays the remote end with the raw-socket [`peer`], watches
+//! socket states with [`observe`], records every frame in [`capture`], and hands a verdict to
+//! [`report`], which turns scenarios into libtest-mimic trials.
+
+pub mod capture;
+pub mod observe;
+pub mod privilege;
+pub mod topology;
+pub mod wire;
+
+use std::fmt;
+
+/// The address family a trial runs over. Every scenario runs once per family unless it
+/// restricts itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The prefix of trial names: `ipv4` or `ipv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
