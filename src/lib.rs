@@ -7,9 +7,17 @@
 //! socket states with [`observe`], records every frame in [`capture`], and hands a verdict to
 //! [`report`], which turns scenarios into libtest-mimic trials.
 
+pub mod bench;
 pub mod capture;
+pub mod cli;
 pub mod observe;
+pub mod peer;
 pub mod privilege;
+pub mod report;
+pub mod runner;
+pub mod script;
+pub mod suite;
+pub mod sut;
 pub mod topology;
 pub mod wire;
 

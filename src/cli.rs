@@ -1,0 +1,187 @@
+//! The `halfclose` command line: `run`, `check`, `list`, `bench`. The binary is a thin
+//! wrapper around this; `cargo test` reaches the same trials through tests/conformance.rs.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use libtest_mimic::{Arguments, FormatSetting};
+
+use crate::report::{self, Records};
+use crate::runner::TrialConfig;
+use crate::{privilege, suite};
+
+/// Exit codes: what CI scripts branch on.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+const USAGE: &str = "\
+halfclose: a conformance harness for TCP connection teardown
+
+USAGE:
+    halfclose run   [PATHS…] [--filter F] [--exact] [--pcap-dir DIR] [--list]
+                    [--ignored] [--include-ignored] [--test-threads N]
+                    [--format pretty|terse|json] [--json FILE] [--junit FILE]
+    halfclose check FILES…           validate scripts only; nothing is sent
+    halfclose list  [PATHS…]         list the trials
+    halfclose bench [--runs N] [--json]
+                                     time trial setup and the active-close trial
+
+PATHS are scenario files or directories (default: suites). Captures go to
+DIR/<family>/<group>/<name>.pcapng (default DIR: target/halfclose).
+Exit status: 0 all passed, 1 a trial failed, 2 bad input or no privileges.";
+
+pub fn main() -> i32 {
+    // Before anything can start a thread: entering a user namespace needs a single thread.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let needs_privilege = matches!(args.first().map(String::as_str), Some("run" | "bench"));
+    if needs_privilege {
+        if let Err(e) = privilege::ensure() {
+            eprintln!("halfclose: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HALFCLOSE_LOG"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    match args.first().map(String::as_str) {
+        Some("run") => cmd_run(&args[1..]),
+        Some("check") => cmd_check(&args[1..]),
+        Some("list") => cmd_run(&[args[1..].to_vec(), vec!["--list".into()]].concat()),
+        Some("bench") => crate::bench::cmd(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            EXIT_OK
+        }
+        Some("-V" | "--version") => {
+            println!("halfclose {}", env!("CARGO_PKG_VERSION"));
+            EXIT_OK
+        }
+        _ => usage_error("expected a command: run, check, list or bench"),
+    }
+}
+
+pub fn usage_error(msg: &str) -> i32 {
+    eprintln!("halfclose: {msg}\n\n{USAGE}");
+    EXIT_BAD_INPUT
+}
+
+/// Options of `run` (and `list`).
+struct RunOpts {
+    paths: Vec<PathBuf>,
+    pcap_dir: PathBuf,
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
+    test: Arguments,
+}
+
+fn parse_run(args: &[String]) -> Result<RunOpts, String> {
+    let mut o = RunOpts {
+        paths: Vec::new(),
+        pcap_dir: PathBuf::from("target/halfclose"),
+        json: None,
+        junit: None,
+        test: Arguments::default(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--filter" => o.test.filter = Some(value("--filter")?),
+            "--exact" => o.test.exact = true,
+            "--pcap-dir" => o.pcap_dir = value("--pcap-dir")?.into(),
+            "--list" => o.test.list = true,
+            "--ignored" => o.test.ignored = true,
+            "--include-ignored" => o.test.include_ignored = true,
+            "-q" | "--quiet" => o.test.quiet = true,
+            "--json" => o.json = Some(value("--json")?.into()),
+            "--junit" => o.junit = Some(value("--junit")?.into()),
+            "--test-threads" => {
+                let n = value("--test-threads")?;
+                o.test.test_threads = Some(n.parse().ok().filter(|n| *n > 0).ok_or(format!("--test-threads: `{n}` is not a positive number"))?);
+            }
+            "--format" => {
+                o.test.format = Some(match value("--format")?.as_str() {
+                    "pretty" => FormatSetting::Pretty,
+                    "terse" => FormatSetting::Terse,
+                    "json" => FormatSetting::Json,
+                    other => return Err(format!("--format: `{other}`; expected pretty, terse or json")),
+                })
+            }
+            flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
+            path => o.paths.push(path.into()),
+        }
+    }
+    if o.paths.is_empty() {
+        o.paths.push("suites".into());
+    }
+    Ok(o)
+}
+
+fn cmd_run(args: &[String]) -> i32 {
+    let opts = match parse_run(args) {
+        Ok(o) => o,
+        Err(e) => return usage_error(&e),
+    };
+    if let Some(missing) = opts.paths.iter().find(|p| !p.exists()) {
+        eprintln!("halfclose: {}: no such file or directory", missing.display());
+        return EXIT_BAD_INPUT;
+    }
+    let suite = suite::load(&opts.paths);
+    if !suite.errors.is_empty() {
+        for e in &suite.errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("halfclose: {} script(s) have errors; nothing was run", suite.errors.len());
+        return EXIT_BAD_INPUT;
+    }
+    let records: Records = Arc::new(Mutex::new(Vec::new()));
+    let cfg = TrialConfig { pcap_dir: opts.pcap_dir.clone() };
+    let trials = report::trials(&suite.scenarios, &[], &cfg, &records);
+    let conclusion = libtest_mimic::run(&opts.test, trials);
+    if let Err(code) = write_reports(&opts, &records) {
+        return code;
+    }
+    if conclusion.has_failed() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+fn write_reports(opts: &RunOpts, records: &Records) -> Result<(), i32> {
+    let mut recs = records.lock().expect("records lock").clone();
+    recs.sort_by(|a, b| a.name.cmp(&b.name));
+    for (path, text) in [(&opts.json, report::json(&recs)), (&opts.junit, report::junit(&recs))] {
+        if let Some(p) = path {
+            report::write_file(p, &text).map_err(|e| {
+                eprintln!("halfclose: cannot write {}: {e}", p.display());
+                EXIT_BAD_INPUT
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn cmd_check(args: &[String]) -> i32 {
+    if args.is_empty() {
+        return usage_error("check needs script files or directories");
+    }
+    let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        eprintln!("halfclose: {}: no such file or directory", missing.display());
+        return EXIT_BAD_INPUT;
+    }
+    let suite = suite::load(&paths);
+    for e in &suite.errors {
+        eprintln!("error: {e}");
+    }
+    let trials: usize = suite.scenarios.iter().map(|s| s.families.len()).sum();
+    println!("{} scenario(s) ok ({trials} trials), {} with errors", suite.scenarios.len(), suite.errors.len());
+    if suite.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_BAD_INPUT
+    }
+}

@@ -1,0 +1,408 @@
+//! The raw-socket peer: plays the remote end of the SUT's connections.
+//!
+//! [`Link`] owns one AF_PACKET socket on the peer end of the veth. A receive thread reads every
+//! frame with its kernel timestamp (SO_TIMESTAMPNS; PACKET_IGNORE_OUTGOING keeps our own frames
+//! out), records it in the trial's [`Capture`], answers ARP and IPv6 neighbour solicitations for
+//! the peer's address, and hands TCP segments to the runner. [`PeerConn`] keeps the peer's side
+//! of one connection: ISNs, SND.NXT/RCV.NXT for relative numbers, and the timestamp echo.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+use crate::capture::{Capture, Direction};
+use crate::script::{OptSpec, PeerConfig, SendSpec};
+use crate::topology::{self, Topology};
+use crate::wire::{self, Endpoints, Frame, TcpFlags, TcpOption, TcpRepr};
+use crate::Family;
+
+/// A TCP segment from the SUT, as the receive thread saw it.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    /// Kernel receive timestamp (CLOCK_REALTIME).
+    pub at: SystemTime,
+    /// Index of the frame in the capture, for its comment.
+    pub frame: usize,
+    pub ep: Endpoints,
+    pub tcp: TcpRepr,
+    pub checksum_ok: bool,
+}
+
+/// The peer's packet socket, its receive thread and the trial's capture.
+pub struct Link {
+    sock: Arc<OwnedFd>,
+    stop: Arc<EventFd>,
+    rx: Option<JoinHandle<()>>,
+    arrivals: Receiver<Arrival>,
+    capture: Arc<Mutex<Capture>>,
+}
+
+impl Link {
+    /// Opens the packet socket inside the peer netns and starts the receive thread.
+    pub fn start(topo: &Topology, capture: Arc<Mutex<Capture>>) -> io::Result<Link> {
+        let ifindex = topo.peer_ifindex();
+        let sock = topo
+            .run_in_peer(move || open_packet_socket(ifindex))
+            .map_err(|e| io::Error::other(e.to_string()))??;
+        let sock = Arc::new(sock);
+        let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?);
+        let (tx, arrivals) = mpsc::channel();
+        let responder = Responder { sock: sock.clone(), capture: capture.clone(), tx };
+        let stop2 = stop.clone();
+        let rx = std::thread::Builder::new()
+            .name("halfclose-rx".into())
+            .spawn(move || responder.run(&stop2))?;
+        Ok(Link { sock, stop, rx: Some(rx), arrivals, capture })
+    }
+
+    /// Sends a frame and records it. Returns the time taken just before the send (the anchor
+    /// for replies, which the SUT may emit before `send` returns) and the capture index.
+    pub fn send(&self, frame: Vec<u8>, comment: String) -> io::Result<(SystemTime, usize)> {
+        let at = SystemTime::now();
+        send_frame(self.sock.as_raw_fd(), &frame)?;
+        let idx = self.capture.lock().expect("capture lock").push(at, Direction::ToSut, frame, comment);
+        Ok((at, idx))
+    }
+
+    /// Records a frame the script dropped: in the capture, marked, but never on the wire.
+    pub fn record_dropped(&self, frame: Vec<u8>, comment: String) -> (SystemTime, usize) {
+        let at = SystemTime::now();
+        (at, self.capture.lock().expect("capture lock").push(at, Direction::ToSut, frame, comment))
+    }
+
+    /// The next SUT segment, waiting until `deadline` at most.
+    pub fn next_arrival(&self, deadline: Instant) -> Option<Arrival> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.arrivals.recv_timeout(wait) {
+            Ok(a) => Some(a),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    pub fn comment(&self, frame: usize, text: String) {
+        self.capture.lock().expect("capture lock").set_comment(frame, text);
+    }
+
+    /// Stops the receive thread. Frames still queued for the runner are returned.
+    pub fn stop(&mut self) -> Vec<Arrival> {
+        let _ = self.stop.write(1);
+        if let Some(h) = self.rx.take() {
+            let _ = h.join();
+        }
+        self.arrivals.try_iter().collect()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// AF_PACKET/SOCK_RAW bound to the peer interface; must run inside the peer netns.
+fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2); the result is checked and owned right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto as i32) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1)?;
+    set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    // Room for bursts (B7 bulk data) while the runner is busy.
+    set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20)?;
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: the pointer and length describe `sll`.
+    let rc = unsafe {
+        libc::bind(fd, &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+fn set_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `value`.
+    let rc = unsafe {
+        libc::setsockopt(fd, level, name, &value as *const i32 as *const libc::c_void, std::mem::size_of::<i32>() as u32)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn send_frame(fd: RawFd, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: the socket is bound to one interface, so send(2) needs no address.
+    let n = unsafe { libc::send(fd, frame.as_ptr() as *const libc::c_void, frame.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The receive thread's state.
+struct Responder {
+    sock: Arc<OwnedFd>,
+    capture: Arc<Mutex<Capture>>,
+    tx: mpsc::Sender<Arrival>,
+}
+
+impl Responder {
+    fn run(self, stop: &EventFd) {
+        let mut buf = vec![0u8; 65536 + 64];
+        loop {
+            let mut fds = [
+                PollFd::new(self.sock.as_fd_ref(), PollFlags::POLLIN),
+                PollFd::new(stop.as_fd_ref(), PollFlags::POLLIN),
+            ];
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue;
+            }
+            if fds[1].any().unwrap_or(false) {
+                // Drain what already arrived so nothing the SUT sent escapes the verdict.
+                while let Some((at, len)) = self.recv(&mut buf, MsgFlags::MSG_DONTWAIT) {
+                    self.handle(at, &buf[..len]);
+                }
+                return;
+            }
+            if let Some((at, len)) = self.recv(&mut buf, MsgFlags::MSG_DONTWAIT) {
+                self.handle(at, &buf[..len]);
+            }
+        }
+    }
+
+    fn recv(&self, buf: &mut [u8], flags: MsgFlags) -> Option<(SystemTime, usize)> {
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let msg = recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags).ok()?;
+        let mut at = SystemTime::now();
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    at = SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
+                }
+            }
+        }
+        Some((at, msg.bytes))
+    }
+
+    fn handle(&self, at: SystemTime, data: &[u8]) {
+        let frame = wire::parse_frame(data);
+        let (comment, reply, arrival) = self.classify(&frame);
+        let idx = self.capture.lock().expect("capture lock").push(at, Direction::FromSut, data.to_vec(), comment);
+        if let Some(reply) = reply {
+            let _ = send_frame(self.sock.as_raw_fd(), &reply);
+            let now = SystemTime::now();
+            let c = "neighbour reply from the harness's responder".to_string();
+            self.capture.lock().expect("capture lock").push(now, Direction::ToSut, reply, c);
+        }
+        if let Some((ep, tcp, checksum_ok)) = arrival {
+            let _ = self.tx.send(Arrival { at, frame: idx, ep, tcp, checksum_ok });
+        }
+    }
+
+    /// What a frame is: its first comment, a reply to send, and whether the runner sees it.
+    fn classify(&self, frame: &Frame) -> (String, Option<Vec<u8>>, Option<(Endpoints, TcpRepr, bool)>) {
+        let peer_v4 = topology::PEER_V4;
+        let peer_v6 = topology::PEER_V6;
+        match frame {
+            Frame::Tcp { ep, tcp, checksum_ok, .. } if ep.dst == topology::peer_ip(family_of(ep)) => {
+                ("SUT segment (not yet matched)".into(), None, Some((*ep, tcp.clone(), *checksum_ok)))
+            }
+            Frame::ArpRequest { sender_mac, sender_ip, target_ip } if *target_ip == peer_v4 => {
+                let reply = wire::emit_arp_reply(topology::PEER_MAC, peer_v4, *sender_mac, *sender_ip);
+                ("ARP request for the peer (answered)".into(), Some(reply), None)
+            }
+            Frame::NeighborSolicit { src_mac, src_ip, target } if *target == peer_v6 => {
+                let reply = wire::emit_neighbor_advert(topology::PEER_MAC, peer_v6, *src_mac, *src_ip);
+                ("neighbour solicitation for the peer (answered)".into(), Some(reply), None)
+            }
+            Frame::Tcp { ep, .. } => (format!("ignored: TCP to {}, not the peer", ep.dst), None, None),
+            Frame::ArpRequest { target_ip, .. } => (format!("ignored: ARP for {target_ip}"), None, None),
+            Frame::NeighborSolicit { target, .. } => (format!("ignored: NS for {target}"), None, None),
+            Frame::Other { summary } => (format!("ignored: {summary}"), None, None),
+        }
+    }
+}
+
+fn family_of(ep: &Endpoints) -> Family {
+    if ep.dst.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    }
+}
+
+/// Borrowing helpers so poll() can take both kinds of descriptor.
+trait AsFdRef {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+impl AsFdRef for Arc<OwnedFd> {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.as_ref().as_fd()
+    }
+}
+impl AsFdRef for EventFd {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.as_fd()
+    }
+}
+
+/// The peer's view of one connection: what it sent, what it saw, and the ISNs that relative
+/// numbers in scripts count from.
+#[derive(Clone, Debug)]
+pub struct PeerConn {
+    pub cfg: PeerConfig,
+    pub ep: Endpoints,
+    pub peer_port: u16,
+    pub sut_port: u16,
+    pub isn: u32,
+    pub sut_isn: Option<u32>,
+    /// Next sequence number the peer sends (absolute).
+    pub snd_nxt: u32,
+    /// Next sequence number the peer expects from the SUT (absolute), once the SUT's SYN is seen.
+    pub rcv_nxt: Option<u32>,
+    /// Options of the SUT's SYN, which decide what a SYN-ACK from the peer may carry.
+    sut_syn_options: Vec<TcpOption>,
+    /// Timestamps negotiated on this connection.
+    pub ts_on: bool,
+    ts_recent: u32,
+    clock: Instant,
+}
+
+impl PeerConn {
+    pub fn new(cfg: PeerConfig, family: Family, peer_port: u16, sut_port: u16) -> PeerConn {
+        let ep = Endpoints { src: topology::peer_ip(family), dst: topology::sut_ip(family) };
+        PeerConn {
+            isn: cfg.isn,
+            snd_nxt: cfg.isn,
+            cfg,
+            ep,
+            peer_port,
+            sut_port,
+            sut_isn: None,
+            rcv_nxt: None,
+            sut_syn_options: Vec::new(),
+            ts_on: false,
+            ts_recent: 0,
+            clock: Instant::now(),
+        }
+    }
+
+    /// Builds the segment a `send` step describes, filling in what the script leaves out.
+    pub fn build(&self, spec: &SendSpec) -> TcpRepr {
+        let seq = spec.seq.map_or(self.snd_nxt, |s| s.resolve(self.isn));
+        let ack_default = if spec.flags.contains(TcpFlags::ACK) { self.rcv_nxt.unwrap_or(0) } else { 0 };
+        let ack = spec.ack.map_or(ack_default, |a| a.resolve(self.sut_isn.unwrap_or(0)));
+        let options = match &spec.options {
+            Some(list) => list.iter().map(|o| self.fill_option(o)).collect(),
+            None => self.default_options(spec.flags),
+        };
+        TcpRepr {
+            src_port: self.peer_port,
+            dst_port: self.sut_port,
+            seq,
+            ack,
+            flags: spec.flags,
+            window: spec.win.unwrap_or(self.cfg.win),
+            urgent: 0,
+            options,
+            payload: spec.payload.clone(),
+        }
+    }
+
+    /// Updates SND.NXT after a send (also a dropped one: the peer sent it, the network lost it).
+    pub fn on_sent(&mut self, tcp: &TcpRepr) {
+        let end = tcp.seq.wrapping_add(tcp.seq_len());
+        if wire::seq::gt(end, self.snd_nxt) {
+            self.snd_nxt = end;
+        }
+        if tcp.flags.contains(TcpFlags::SYN) && !tcp.flags.contains(TcpFlags::ACK) {
+            self.isn = tcp.seq;
+        }
+    }
+
+    /// Learns from a SUT segment the peer accepted (matched and not dropped).
+    pub fn on_received(&mut self, tcp: &TcpRepr) {
+        if tcp.flags.contains(TcpFlags::SYN) {
+            self.sut_isn = Some(tcp.seq);
+            self.sut_syn_options = tcp.options.clone();
+            self.ts_on = self.cfg.timestamps && has_timestamps(&tcp.options);
+            self.rcv_nxt = Some(tcp.seq);
+        }
+        if let Some(TcpOption::Timestamps { val, .. }) = tcp.options.iter().find(|o| matches!(o, TcpOption::Timestamps { .. })) {
+            self.ts_recent = *val;
+        }
+        if let Some(rcv) = self.rcv_nxt {
+            let end = tcp.seq.wrapping_add(tcp.seq_len());
+            if wire::seq::gt(end, rcv) {
+                self.rcv_nxt = Some(end);
+            }
+        }
+    }
+
+    fn ts_now(&self) -> TcpOption {
+        let val = (self.clock.elapsed().as_millis() as u32).wrapping_add(1);
+        TcpOption::Timestamps { val, ecr: self.ts_recent }
+    }
+
+    fn fill_option(&self, o: &OptSpec) -> TcpOption {
+        match o {
+            OptSpec::Exact(o) => o.clone(),
+            OptSpec::AnyTimestamp => self.ts_now(),
+        }
+    }
+
+    fn default_options(&self, flags: TcpFlags) -> Vec<TcpOption> {
+        if !flags.contains(TcpFlags::SYN) {
+            return if self.ts_on { vec![TcpOption::Nop, TcpOption::Nop, self.ts_now()] } else { Vec::new() };
+        }
+        // A SYN-ACK may only carry what the SUT's SYN offered.
+        let answer = flags.contains(TcpFlags::ACK);
+        let offered = |pred: fn(&TcpOption) -> bool| !answer || self.sut_syn_options.iter().any(pred);
+        let mut out = vec![TcpOption::Mss(self.cfg.mss)];
+        if self.cfg.sack && offered(|o| matches!(o, TcpOption::SackPermitted)) {
+            out.push(TcpOption::SackPermitted);
+        }
+        if self.cfg.timestamps && offered(|o| matches!(o, TcpOption::Timestamps { .. })) {
+            out.push(self.ts_now());
+        }
+        if let Some(ws) = self.cfg.wscale.filter(|_| offered(|o| matches!(o, TcpOption::WindowScale(_)))) {
+            out.push(TcpOption::Nop);
+            out.push(TcpOption::WindowScale(ws));
+        }
+        out
+    }
+
+    /// One-line summary of a peer segment in relative numbers.
+    pub fn describe_sent(&self, tcp: &TcpRepr) -> String {
+        wire::describe(tcp, self.isn, self.sut_isn.unwrap_or(0))
+    }
+
+    /// One-line summary of a SUT segment in relative numbers.
+    pub fn describe_received(&self, tcp: &TcpRepr) -> String {
+        let base = if tcp.flags.contains(TcpFlags::SYN) { tcp.seq } else { self.sut_isn.unwrap_or(tcp.seq) };
+        wire::describe(tcp, base, self.isn)
+    }
+}
+
+fn has_timestamps(opts: &[TcpOption]) -> bool {
+    opts.iter().any(|o| matches!(o, TcpOption::Timestamps { .. }))
+}

@@ -1,0 +1,117 @@
+//! Turning scenarios into libtest-mimic trials, and trial results into JSON and JUnit for CI.
+//!
+//! `cargo test` (tests/conformance.rs) and `halfclose run` both go through [`trials`], so they
+//! list and run the same trials with the same names and output.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use libtest_mimic::{Failed, Trial};
+
+use crate::runner::{self, TrialConfig, Verdict};
+use crate::script::{Scenario, ScriptError};
+
+/// One finished trial, kept for the JSON and JUnit reports.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub name: String,
+    pub file: String,
+    pub passed: bool,
+    pub seconds: f64,
+    pub failure: Option<String>,
+    pub states: Vec<String>,
+    pub pcap: Option<String>,
+}
+
+impl Record {
+    fn of(v: &Verdict, sc: &Scenario) -> Record {
+        Record {
+            name: v.trial.clone(),
+            file: sc.file.display().to_string(),
+            passed: v.passed(),
+            seconds: v.elapsed.as_secs_f64(),
+            failure: v.failure_text(),
+            states: v.trace.names().iter().map(|s| s.to_string()).collect(),
+            pcap: v.pcap.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+}
+
+/// Results shared between trials running on libtest-mimic's worker threads.
+pub type Records = Arc<Mutex<Vec<Record>>>;
+
+/// One trial per scenario and family, plus one failing trial per script that did not load
+/// (so `cargo test` shows the error rather than silently running less).
+pub fn trials(scenarios: &[Scenario], errors: &[ScriptError], cfg: &TrialConfig, records: &Records) -> Vec<Trial> {
+    let mut out = Vec::new();
+    for sc in scenarios {
+        let sc = Arc::new(sc.clone());
+        for &family in &sc.families {
+            let ignored = sc.ignore.is_some();
+            let (sc, cfg, records) = (sc.clone(), cfg.clone(), records.clone());
+            let trial = Trial::test(sc.trial_name(family), move || {
+                let v = runner::run_trial(&sc, family, &cfg);
+                records.lock().expect("records lock").push(Record::of(&v, &sc));
+                match v.failure_text() {
+                    None => Ok(()),
+                    Some(text) => Err(Failed::from(text)),
+                }
+            });
+            out.push(trial.with_ignored_flag(ignored));
+        }
+    }
+    for e in errors {
+        let text = e.to_string();
+        let name = format!("script-error::{}", e.file.display());
+        out.push(Trial::test(name, move || Err(Failed::from(text))));
+    }
+    out
+}
+
+/// `{"trials":[…],"passed":N,"failed":N}` with each trial's verdict, states and capture.
+pub fn json(records: &[Record]) -> String {
+    let items: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name, "file": r.file, "passed": r.passed, "seconds": r.seconds,
+                "failure": r.failure, "states": r.states, "pcap": r.pcap,
+            })
+        })
+        .collect();
+    let passed = records.iter().filter(|r| r.passed).count();
+    serde_json::json!({ "trials": items, "passed": passed, "failed": records.len() - passed }).to_string()
+}
+
+/// A JUnit XML report (one testsuite, one testcase per trial) for CI systems.
+pub fn junit(records: &[Record]) -> String {
+    let failed = records.iter().filter(|r| !r.passed).count();
+    let total: f64 = records.iter().map(|r| r.seconds).sum();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(x, "<testsuite name=\"halfclose\" tests=\"{}\" failures=\"{failed}\" time=\"{total:.3}\">", records.len());
+    for r in records {
+        let (class, name) = r.name.rsplit_once("::").unwrap_or(("halfclose", &r.name));
+        let _ = write!(x, "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"", esc(class), esc(name), r.seconds);
+        match &r.failure {
+            None => x.push_str("/>\n"),
+            Some(f) => {
+                let first = f.lines().next().unwrap_or("");
+                let _ = writeln!(x, ">\n    <failure message=\"{}\">{}</failure>\n  </testcase>", esc(first), esc(f));
+            }
+        }
+    }
+    x.push_str("</testsuite>\n");
+    x
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text)
+}

@@ -1,0 +1,133 @@
+//! Does a SUT segment match an `expect` step, and did it come in its time window?
+
+use std::time::{Duration, SystemTime};
+
+use crate::peer::{Arrival, PeerConn};
+use crate::script::values::show_duration;
+use crate::script::{ExpectSpec, OptSpec, Window};
+use crate::wire::{self, TcpFlags, TcpOption};
+
+/// The expectation as one line, in the same notation as actual segments.
+pub fn describe_expect(spec: &ExpectSpec) -> String {
+    let mut s = spec.flags.to_string();
+    if let Some(seq) = spec.seq {
+        s += &format!(" seq {seq}");
+    }
+    if let Some(ack) = spec.ack {
+        s += &format!(" ack {ack}");
+    }
+    if let Some(win) = spec.win {
+        s += &format!(" win {win}");
+    }
+    if let Some(len) = spec.len {
+        s += &format!(" len {len}");
+    }
+    if let Some(opts) = &spec.options {
+        let list: Vec<String> = opts.iter().map(|o| o.to_string()).collect();
+        s += &format!(" <{}>", list.join(","));
+    }
+    s
+}
+
+pub fn show_window(w: &Window) -> String {
+    let base = match w.after {
+        Some(a) => format!("between {} and {}", show_duration(a), show_duration(w.within)),
+        None => format!("within {}", show_duration(w.within)),
+    };
+    match &w.since {
+        Some(n) => format!("{base} of `{n}`"),
+        None => base,
+    }
+}
+
+/// Field by field; the error names every field that differs.
+pub fn check_segment(spec: &ExpectSpec, got: &Arrival, conn: &PeerConn) -> Result<(), String> {
+    let tcp = &got.tcp;
+    let mut diffs = Vec::new();
+    if !got.checksum_ok {
+        diffs.push("bad TCP checksum".to_string());
+    }
+    if tcp.flags != spec.flags {
+        diffs.push(format!("flags {} ≠ {}", tcp.flags, spec.flags));
+    }
+    if let Some(seq) = spec.seq {
+        // The SUT's ISN is whatever its SYN carries; until then only a SYN can be matched.
+        let base = if tcp.flags.contains(TcpFlags::SYN) && conn.sut_isn.is_none() { Some(tcp.seq) } else { conn.sut_isn };
+        match base {
+            Some(base) if seq.resolve(base) != tcp.seq => {
+                diffs.push(format!("seq {} ≠ {seq}", wire::seq::rel(tcp.seq, base)))
+            }
+            Some(_) => {}
+            None => diffs.push("no SUT ISN known yet (expect the SUT's SYN first)".into()),
+        }
+    }
+    if let Some(ack) = spec.ack {
+        if tcp.flags.contains(TcpFlags::ACK) && ack.resolve(conn.isn) != tcp.ack {
+            diffs.push(format!("ack {} ≠ {ack}", wire::seq::rel(tcp.ack, conn.isn)));
+        }
+    }
+    if let Some(win) = spec.win.filter(|w| *w != tcp.window) {
+        diffs.push(format!("win {} ≠ {win}", tcp.window));
+    }
+    if let Some(len) = spec.len.filter(|l| *l as usize != tcp.payload.len()) {
+        diffs.push(format!("len {} ≠ {len}", tcp.payload.len()));
+    }
+    if let Some(data) = spec.data.as_ref().filter(|d| **d != tcp.payload) {
+        diffs.push(payload_diff(data, &tcp.payload));
+    }
+    if let Some(opts) = &spec.options {
+        if !options_match(opts, &tcp.options) {
+            let got: Vec<String> = tcp.options.iter().map(|o| o.to_string()).collect();
+            diffs.push(format!("options <{}> differ", got.join(",")));
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(diffs.join("; "))
+    }
+}
+
+fn payload_diff(want: &[u8], got: &[u8]) -> String {
+    match want.iter().zip(got).position(|(a, b)| a != b) {
+        Some(i) => format!("payload differs at byte {i}"),
+        None => format!("payload is {} bytes, expected {}", got.len(), want.len()),
+    }
+}
+
+/// Options in order, NOP and EOL (padding) not counted.
+fn options_match(want: &[OptSpec], got: &[TcpOption]) -> bool {
+    let real = |o: &&TcpOption| !matches!(o, TcpOption::Nop | TcpOption::Eol);
+    let want: Vec<&OptSpec> = want.iter().filter(|o| !matches!(o, OptSpec::Exact(TcpOption::Nop | TcpOption::Eol))).collect();
+    let got: Vec<&TcpOption> = got.iter().filter(real).collect();
+    want.len() == got.len()
+        && want.iter().zip(got).all(|(w, g)| match w {
+            OptSpec::AnyTimestamp => matches!(g, TcpOption::Timestamps { .. }),
+            OptSpec::Exact(o) => o == g,
+        })
+}
+
+/// The event must not precede its anchor (scripts list events in the order they happen), must
+/// not come before `after`, and must come by `within`.
+pub fn check_time(w: &Window, at: SystemTime, from: SystemTime) -> Result<(), String> {
+    let offset = match at.duration_since(from) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(format!(
+                "it came {} BEFORE the step it is measured from; list it earlier in the script",
+                show_duration(e.duration())
+            ))
+        }
+    };
+    if let Some(after) = w.after.filter(|a| offset < *a) {
+        return Err(format!("too early: {} is before the window opens at {}", show_precise(offset), show_duration(after)));
+    }
+    if offset > w.within {
+        return Err(format!("too late: {} is after the window closed at {}", show_precise(offset), show_duration(w.within)));
+    }
+    Ok(())
+}
+
+fn show_precise(d: Duration) -> String {
+    format!("{:.3}ms", d.as_secs_f64() * 1e3)
+}

@@ -1,0 +1,640 @@
+//! Scenario scripts: YAML files that read like a ladder diagram, parsed into a typed
+//! [`Scenario`] before any packet is sent. Every step keeps its file:line:column so a failure
+//! (or a mistake in the script) points at the line to look at.
+//!
+//! The language is documented in `docs/script-format.md`.
+
+pub mod call;
+mod raw;
+pub mod values;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::{Location, Spanned};
+
+use crate::observe::TcpState;
+use crate::wire::TcpFlags;
+use crate::Family;
+pub use call::{Call, Func, Outcome, Payload, SockOpt};
+use raw::{RawExpect, RawScenario, RawSend, RawSetup, RawStep, SysctlValue};
+pub use values::{OptSpec, SeqSpec};
+
+/// How long an `expect` waits when the script gives no `within`.
+pub const DEFAULT_WITHIN: Duration = Duration::from_secs(1);
+/// The closing quiet period: after the last step, any SUT segment fails the trial.
+pub const DEFAULT_FINAL_QUIET: Duration = Duration::from_millis(20);
+/// How long a foreground call may take before the trial fails.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A place in a script file (1-based line and column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Loc {
+    pub line: u32,
+    pub column: u32,
+}
+
+impl Loc {
+    fn of<T>(s: &Spanned<T>) -> Loc {
+        Loc::from_location(s.referenced)
+    }
+    fn from_location(l: Location) -> Loc {
+        Loc { line: l.line() as u32, column: l.column() as u32 }
+    }
+}
+
+/// A mistake in a script, found before anything runs.
+#[derive(Debug, Clone)]
+pub struct ScriptError {
+    pub file: PathBuf,
+    pub loc: Loc,
+    pub message: String,
+    /// The source line the error points into, for the caret display.
+    pub source_line: Option<String>,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.loc.line, self.loc.column, self.message)?;
+        if let Some(src) = &self.source_line {
+            let pad = " ".repeat(self.loc.column.saturating_sub(1) as usize);
+            write!(f, "\n    | {src}\n    | {pad}^")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ScriptError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Open {
+    /// The SUT listens and accepts; the peer sends the SYN.
+    Passive,
+    /// The SUT connects; the peer answers the SYN.
+    Active,
+    /// The script does the handshake itself (long form).
+    None,
+}
+
+/// What the peer offers in its SYN or SYN-ACK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub isn: u32,
+    pub win: u16,
+    pub mss: u16,
+    pub wscale: Option<u8>,
+    pub sack: bool,
+    pub timestamps: bool,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig { isn: 1_000_000, win: 65535, mss: 1460, wscale: Some(7), sack: false, timestamps: false }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub open: Open,
+    pub sysctls: Vec<(String, String)>,
+    pub peer: PeerConfig,
+    pub sut_port: u16,
+    pub peer_port: u16,
+    pub final_quiet: Duration,
+    pub call_timeout: Duration,
+}
+
+/// A time window for an event, measured from an anchor: the previous timed event (a send, a
+/// matched segment, the start of a call), or the named step in `since`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub after: Option<Duration>,
+    pub within: Duration,
+    pub since: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SendSpec {
+    pub flags: TcpFlags,
+    pub seq: Option<SeqSpec>,
+    pub ack: Option<SeqSpec>,
+    pub win: Option<u16>,
+    pub payload: Vec<u8>,
+    /// None: the peer chooses (SYN options from the setup, timestamps when negotiated).
+    pub options: Option<Vec<OptSpec>>,
+    pub delay: Duration,
+    pub drop: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExpectSpec {
+    pub flags: TcpFlags,
+    pub seq: Option<SeqSpec>,
+    pub ack: Option<SeqSpec>,
+    pub win: Option<u16>,
+    pub len: Option<u32>,
+    pub data: Option<Vec<u8>>,
+    /// None: any options. Some: these, in order, NOPs and EOL not counted.
+    pub options: Option<Vec<OptSpec>>,
+    pub window: Window,
+    pub drop: bool,
+}
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    Send(SendSpec),
+    Expect(ExpectSpec),
+    Quiet(Duration),
+    Call { call: Call, background: bool },
+    Await { name: String, window: Window },
+    /// None means CLOSED: no socket for the connection.
+    State(Option<TcpState>),
+    Wait(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub loc: Loc,
+    pub name: Option<String>,
+    pub action: Action,
+    /// Part of the `open:` shorthand rather than written as a step.
+    pub implicit: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub file: PathBuf,
+    pub name: String,
+    pub group: String,
+    pub summary: String,
+    pub refs: Vec<String>,
+    pub tags: Vec<String>,
+    pub families: Vec<Family>,
+    pub ignore: Option<String>,
+    pub setup: Setup,
+    pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// `ipv4::close::active-close`
+    pub fn trial_name(&self, family: Family) -> String {
+        format!("{}::{}::{}", family.name(), self.group, self.name)
+    }
+}
+
+/// Reads and checks one script. `group` is the default group (the file's directory under the
+/// suite root).
+pub fn load(file: &Path, default_group: &str) -> Result<Scenario, ScriptError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ScriptError {
+        file: file.to_path_buf(),
+        loc: Loc { line: 0, column: 0 },
+        message: format!("cannot read: {e}"),
+        source_line: None,
+    })?;
+    parse(&text, file, default_group)
+}
+
+pub fn parse(text: &str, file: &Path, default_group: &str) -> Result<Scenario, ScriptError> {
+    let cx = Cx { file, text };
+    let raw: RawScenario = serde_saphyr::from_str(text).map_err(|e| cx.yaml_error(&e))?;
+    lower(&cx, raw, default_group)
+}
+
+/// Error construction with access to the source text.
+struct Cx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn error(&self, loc: Loc, message: impl Into<String>) -> ScriptError {
+        let source_line = (loc.line > 0)
+            .then(|| self.text.lines().nth(loc.line as usize - 1).map(str::to_string))
+            .flatten();
+        ScriptError { file: self.file.to_path_buf(), loc, message: message.into(), source_line }
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ScriptError {
+        self.error(Loc::of(s), message)
+    }
+
+    fn yaml_error(&self, e: &serde_saphyr::Error) -> ScriptError {
+        let loc = e.location().map(Loc::from_location).unwrap_or_default();
+        let message = e.without_snippet().to_string();
+        // The library prefixes its own location; ours is in front already.
+        let message = strip_location_suffix(&message);
+        self.error(loc, message)
+    }
+}
+
+fn strip_location_suffix(m: &str) -> String {
+    let first = m.lines().next().unwrap_or(m);
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, ScriptError> {
+    let name = check_name(cx, &raw.name, "name")?;
+    let group = match &raw.group {
+        Some(g) => check_name(cx, g, "group")?,
+        None => default_group.to_string(),
+    };
+    let families = lower_families(cx, raw.families.as_deref())?;
+    let setup_raw = raw.setup.as_ref();
+    let setup = lower_setup(cx, setup_raw.map(|s| &s.value))?;
+    let open_loc = setup_raw
+        .and_then(|s| s.value.open.as_ref().map(Loc::of))
+        .unwrap_or_else(|| Loc::of(&raw.name));
+    let sockopts = lower_sockopts(cx, setup_raw.map(|s| s.value.sockopts.as_slice()).unwrap_or(&[]))?;
+    if setup.open == Open::None && !sockopts.is_empty() {
+        let at = setup_raw.map(|s| Loc::of(s)).unwrap_or_default();
+        return Err(cx.error(at, "`sockopts` needs `open: passive` or `open: active`; with `open: none` call setsockopt() in the steps"));
+    }
+    let mut steps = open_steps(&setup, &sockopts, open_loc);
+    if raw.steps.value.is_empty() {
+        return Err(cx.at(&raw.steps, "a scenario needs at least one step"));
+    }
+    for s in &raw.steps.value {
+        steps.push(lower_step(cx, s)?);
+    }
+    check_flow(cx, &steps)?;
+    Ok(Scenario {
+        file: cx.file.to_path_buf(),
+        name,
+        group,
+        summary: raw.summary.value.trim().to_string(),
+        refs: raw.refs.iter().map(|r| r.value.clone()).collect(),
+        tags: raw.tags,
+        families,
+        ignore: raw.ignore,
+        setup,
+        steps,
+    })
+}
+
+fn check_name(cx: &Cx, s: &Spanned<String>, what: &str) -> Result<String, ScriptError> {
+    let v = &s.value;
+    let ok = !v.is_empty()
+        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !v.starts_with('-');
+    if !ok {
+        return Err(cx.at(s, format!("{what} `{v}` must be lowercase letters, digits and dashes, like active-close")));
+    }
+    Ok(v.clone())
+}
+
+fn lower_families(cx: &Cx, raw: Option<&[Spanned<String>]>) -> Result<Vec<Family>, ScriptError> {
+    let Some(list) = raw else { return Ok(Family::ALL.to_vec()) };
+    let mut out = Vec::new();
+    for f in list {
+        let fam = match f.value.as_str() {
+            "ipv4" => Family::V4,
+            "ipv6" => Family::V6,
+            other => return Err(cx.at(f, format!("unknown family `{other}`; expected ipv4 or ipv6"))),
+        };
+        if !out.contains(&fam) {
+            out.push(fam);
+        }
+    }
+    Ok(out)
+}
+
+fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
+    let default = RawSetup::default();
+    let raw = raw.unwrap_or(&default);
+    let open = match raw.open.as_ref().map(|o| (o, o.value.as_str())) {
+        None | Some((_, "passive")) => Open::Passive,
+        Some((_, "active")) => Open::Active,
+        Some((_, "none")) => Open::None,
+        Some((o, other)) => {
+            return Err(cx.at(o, format!("unknown open `{other}`; expected passive (SUT listens), active (SUT connects) or none")))
+        }
+    };
+    let mut sysctls = Vec::new();
+    for (key, value) in &raw.sysctls {
+        sysctls.push((check_sysctl(cx, key, value)?, sysctl_text(&value.value)));
+    }
+    let p = raw.peer.as_ref();
+    let d = PeerConfig::default();
+    let peer = PeerConfig {
+        isn: p.and_then(|p| p.isn).unwrap_or(d.isn),
+        win: p.and_then(|p| p.win).unwrap_or(d.win),
+        mss: p.and_then(|p| p.mss).unwrap_or(d.mss),
+        wscale: p.map_or(d.wscale, |p| p.wscale.or(d.wscale)),
+        sack: p.and_then(|p| p.sack).unwrap_or(d.sack),
+        timestamps: p.and_then(|p| p.timestamps).unwrap_or(d.timestamps),
+    };
+    Ok(Setup {
+        open,
+        sysctls,
+        peer,
+        sut_port: raw.sut_port.unwrap_or(8080),
+        peer_port: raw.peer_port.unwrap_or(40000),
+        final_quiet: raw.final_quiet.map_or(DEFAULT_FINAL_QUIET, |d| d.0),
+        call_timeout: raw.call_timeout.map_or(DEFAULT_CALL_TIMEOUT, |d| d.0),
+    })
+}
+
+fn sysctl_text(v: &SysctlValue) -> String {
+    match v {
+        SysctlValue::Int(i) => i.to_string(),
+        SysctlValue::Text(t) => t.clone(),
+    }
+}
+
+fn check_sysctl(cx: &Cx, key: &str, value: &Spanned<SysctlValue>) -> Result<String, ScriptError> {
+    if !key.starts_with("net.") {
+        return Err(cx.at(value, format!("sysctl `{key}` is not per network namespace; expected a net.* key like net.ipv4.tcp_fin_timeout")));
+    }
+    if !crate::topology::sysctl_exists(key) {
+        return Err(cx.at(value, format!("unknown sysctl `{key}` (no /proc/sys/{} on this kernel)", key.replace('.', "/"))));
+    }
+    Ok(key.to_string())
+}
+
+fn lower_sockopts(cx: &Cx, raw: &[Spanned<String>]) -> Result<Vec<SockOpt>, ScriptError> {
+    raw.iter()
+        .map(|s| {
+            call::parse_sockopt_text(&s.value)
+                .map_err(|e| cx.error(inner_loc(cx, s, e.offset), format!("{e}; expected e.g. `SO_LINGER, 1, 0`")))
+        })
+        .collect()
+}
+
+/// The location of a character inside a scalar: exact for plain and quoted one-line scalars
+/// (the kinds scripts use for calls), the scalar's start otherwise.
+fn inner_loc<T>(cx: &Cx, s: &Spanned<T>, offset: usize) -> Loc {
+    let base = Loc::of(s);
+    let line = cx.text.lines().nth(base.line.saturating_sub(1) as usize).unwrap_or("");
+    let start = base.column.saturating_sub(1) as usize;
+    let quoted = line.chars().nth(start).is_some_and(|c| c == '"' || c == '\'');
+    let col = base.column + offset as u32 + u32::from(quoted);
+    Loc { line: base.line, column: col }
+}
+
+/// The steps the `open:` shorthand stands for, so the engine has one way to do everything.
+fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
+    let step = |action| Step { loc, name: None, action, implicit: true };
+    let call = |text: &str| {
+        let c = call::parse_call(text).expect("built-in call text parses");
+        step(Action::Call { call: c, background: false })
+    };
+    let fd = if setup.open == Open::Active { "conn" } else { "lsn" };
+    let setsockopts = sockopts.iter().map(|o| {
+        let mut c = call::parse_call(&format!("setsockopt({fd}, SO_KEEPALIVE, 0)")).expect("parses");
+        c.func = Func::SetSockOpt(*o);
+        c.text = format!("setsockopt({fd}, {o:?})");
+        step(Action::Call { call: c, background: false })
+    });
+    let syn = |flags: &str, seq: i64, ack: Option<i64>| SendSpec {
+        flags: flags.parse().expect("flags"),
+        seq: Some(SeqSpec::Rel(seq)),
+        ack: ack.map(SeqSpec::Rel),
+        win: None,
+        payload: Vec::new(),
+        options: None,
+        delay: Duration::ZERO,
+        drop: false,
+    };
+    let expect = |flags: &str, seq: i64, ack: Option<i64>| ExpectSpec {
+        flags: flags.parse().expect("flags"),
+        seq: Some(SeqSpec::Rel(seq)),
+        ack: ack.map(SeqSpec::Rel),
+        win: None,
+        len: Some(0),
+        data: None,
+        options: None,
+        window: Window { after: None, within: DEFAULT_WITHIN, since: None },
+        drop: false,
+    };
+    let mut out = Vec::new();
+    match setup.open {
+        Open::None => {}
+        Open::Passive => {
+            out.push(call("socket() = lsn"));
+            out.extend(setsockopts);
+            out.push(call("bind(lsn)"));
+            out.push(call("listen(lsn, 16)"));
+            out.push(step(Action::Send(syn("S", 0, None))));
+            out.push(step(Action::Expect(expect("S.", 0, Some(1)))));
+            out.push(step(Action::Send(syn(".", 1, Some(1)))));
+            out.push(call("accept(lsn) = conn"));
+        }
+        Open::Active => {
+            out.push(call("socket() = conn"));
+            out.extend(setsockopts);
+            // Bound first so the connection's 4-tuple is known before the SYN.
+            out.push(call("bind(conn)"));
+            let mut connect = call("connect(conn)");
+            connect.name = Some("connect".into());
+            if let Action::Call { background, .. } = &mut connect.action {
+                *background = true;
+            }
+            out.push(connect);
+            out.push(step(Action::Expect(expect("S", 0, None))));
+            out.push(step(Action::Send(syn("S.", 0, Some(1)))));
+            out.push(step(Action::Expect(expect(".", 1, Some(1)))));
+            let window = Window { after: None, within: setup.call_timeout, since: None };
+            out.push(step(Action::Await { name: "connect".into(), window }));
+        }
+    }
+    out
+}
+
+fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Step, ScriptError> {
+    let r = &s.value;
+    let actions = [
+        r.send.is_some(),
+        r.expect.is_some(),
+        r.quiet.is_some(),
+        r.call.is_some(),
+        r.await_.is_some(),
+        r.state.is_some(),
+        r.wait.is_some(),
+    ];
+    match actions.iter().filter(|a| **a).count() {
+        1 => {}
+        0 => return Err(cx.at(s, "a step needs one action: send, expect, quiet, call, await, state or wait")),
+        _ => return Err(cx.at(s, "a step has one action; this one has several (split it into one step per action)")),
+    }
+    let modifier_misplaced = |what: &str, ok: bool, at: Option<Loc>| -> Result<(), ScriptError> {
+        match at {
+            Some(loc) if !ok => Err(cx.error(loc, format!("`{what}` belongs to {}", match what {
+                "background" => "a `call` step",
+                _ => "an `await` step (for send/expect put it inside the braces)",
+            }))),
+            _ => Ok(()),
+        }
+    };
+    modifier_misplaced("background", r.call.is_some(), r.background.as_ref().map(Loc::of))?;
+    for (what, at) in [("after", r.after.as_ref().map(Loc::of)), ("within", r.within.as_ref().map(Loc::of)), ("since", r.since.as_ref().map(Loc::of))] {
+        modifier_misplaced(what, r.await_.is_some(), at)?;
+    }
+    let action = lower_action(cx, r)?;
+    let name = match &r.name {
+        Some(n) => Some(check_name(cx, n, "step name")?),
+        None => None,
+    };
+    if matches!(action, Action::Call { background: true, .. }) && name.is_none() {
+        return Err(cx.at(s, "a background call needs a `name:` so an `await` step can check its result"));
+    }
+    Ok(Step { loc: Loc::of(s), name, action, implicit: false })
+}
+
+fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
+    if let Some(send) = &r.send {
+        return lower_send(cx, send).map(Action::Send);
+    }
+    if let Some(expect) = &r.expect {
+        return lower_expect(cx, expect).map(Action::Expect);
+    }
+    if let Some(q) = &r.quiet {
+        return Ok(Action::Quiet(q.value.0));
+    }
+    if let Some(w) = &r.wait {
+        return Ok(Action::Wait(w.value.0));
+    }
+    if let Some(c) = &r.call {
+        let call = call::parse_call(&c.value).map_err(|e| cx.error(inner_loc(cx, c, e.offset), e.message))?;
+        let background = r.background.as_ref().is_some_and(|b| b.value);
+        return Ok(Action::Call { call, background });
+    }
+    if let Some(a) = &r.await_ {
+        let window = Window {
+            after: r.after.as_ref().map(|d| d.value.0),
+            within: r.within.as_ref().map_or(DEFAULT_CALL_TIMEOUT, |d| d.value.0),
+            since: r.since.as_ref().map(|s| s.value.clone()),
+        };
+        return Ok(Action::Await { name: a.value.clone(), window });
+    }
+    let st = r.state.as_ref().expect("one action is present");
+    if st.value.eq_ignore_ascii_case("CLOSED") {
+        return Ok(Action::State(None));
+    }
+    st.value
+        .parse::<TcpState>()
+        .map(|s| Action::State(Some(s)))
+        .map_err(|e| cx.at(st, format!("{e} (or CLOSED: no socket left)")))
+}
+
+fn lower_options(cx: &Cx, raw: &Option<Vec<Spanned<String>>>) -> Result<Option<Vec<OptSpec>>, ScriptError> {
+    let Some(list) = raw else { return Ok(None) };
+    list.iter()
+        .map(|o| values::parse_option(&o.value).map_err(|e| cx.at(o, e)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
+    let r = &s.value;
+    let payload = match (&r.len, &r.data) {
+        (Some(l), Some(_)) => return Err(cx.at(l, "give `len` or `data`, not both")),
+        (Some(l), None) if l.value > 1 << 20 => return Err(cx.at(l, "len above 1 MiB; a segment carries at most one MSS anyway")),
+        (Some(l), None) => call::filler(l.value as usize),
+        (None, Some(d)) => d.as_bytes().to_vec(),
+        (None, None) => Vec::new(),
+    };
+    Ok(SendSpec {
+        flags: r.flags.value.0,
+        seq: r.seq,
+        ack: r.ack,
+        win: r.win,
+        payload,
+        options: lower_options(cx, &r.options)?,
+        delay: r.delay.map_or(Duration::ZERO, |d| d.0),
+        drop: r.drop.unwrap_or(false),
+    })
+}
+
+fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptError> {
+    let r = &s.value;
+    if let (Some(a), Some(w)) = (r.after, r.within) {
+        if a.0 > w.0 {
+            return Err(cx.at(s, "`after` is later than `within`: the window is empty"));
+        }
+    }
+    let data = r.data.as_ref().map(|d| d.as_bytes().to_vec());
+    if let (Some(len), Some(d)) = (r.len, &data) {
+        if len as usize != d.len() {
+            return Err(cx.at(s, format!("`len: {len}` disagrees with `data` ({} bytes)", d.len())));
+        }
+    }
+    Ok(ExpectSpec {
+        flags: r.flags.value.0,
+        seq: r.seq,
+        ack: r.ack,
+        win: r.win,
+        len: r.len.or(data.as_ref().map(|d| d.len() as u32)),
+        data,
+        options: lower_options(cx, &r.options)?,
+        window: Window {
+            after: r.after.map(|d| d.0),
+            within: r.within.map_or(DEFAULT_WITHIN, |d| d.0),
+            since: r.since.as_ref().map(|s| s.value.clone()),
+        },
+        drop: r.drop.unwrap_or(false),
+    })
+}
+
+/// Checks that names, anchors, descriptors and background calls are used in a sensible order.
+fn check_flow(cx: &Cx, steps: &[Step]) -> Result<(), ScriptError> {
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut fds: HashSet<String> = HashSet::new();
+    let mut pending: Vec<&str> = Vec::new();
+    for s in steps {
+        let since = match &s.action {
+            Action::Expect(e) => e.window.since.as_deref(),
+            Action::Await { window, .. } => window.since.as_deref(),
+            _ => None,
+        };
+        if let Some(anchor) = since {
+            if !names.contains(anchor) {
+                return Err(cx.error(s.loc, format!("`since: {anchor}` names no earlier step; give a step `name: {anchor}` first")));
+            }
+        }
+        match &s.action {
+            Action::Call { call, background } => {
+                check_fds(cx, s, call, &mut fds)?;
+                if *background {
+                    pending.push(s.name.as_deref().unwrap_or(""));
+                }
+            }
+            Action::Await { name, .. } => match pending.iter().position(|p| p == name) {
+                Some(i) => {
+                    pending.remove(i);
+                }
+                None => return Err(cx.error(s.loc, format!("`await: {name}` names no earlier background call still running"))),
+            },
+            _ => {}
+        }
+        if let Some(n) = &s.name {
+            if !names.insert(n) {
+                return Err(cx.error(s.loc, format!("step name `{n}` is used twice")));
+            }
+        }
+    }
+    if let Some(p) = pending.first() {
+        let s = steps.iter().find(|s| s.name.as_deref() == Some(p)).expect("pending came from a step");
+        return Err(cx.error(s.loc, format!("background call `{p}` is never awaited; add a step `await: {p}`")));
+    }
+    Ok(())
+}
+
+fn check_fds(cx: &Cx, s: &Step, c: &Call, fds: &mut HashSet<String>) -> Result<(), ScriptError> {
+    if c.func != Func::Socket && !fds.contains(&c.fd) {
+        return Err(cx.error(s.loc, format!(
+            "descriptor `{}` does not exist yet; it comes from `open:`, socket() = {0}, accept() = {0} or dup() = {0}", c.fd
+        )));
+    }
+    if let Outcome::NewFd(n) = &c.outcome {
+        fds.insert(n.clone());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+//! The YAML layer: serde structs that mirror the file one to one. Unknown keys are rejected
+//! here, and every value that later checks may complain about keeps its source location.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::values::{Dur, FlagsSpec, SeqSpec};
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: Spanned<String>,
+    pub summary: Spanned<String>,
+    #[serde(default)]
+    pub group: Option<Spanned<String>>,
+    #[serde(default)]
+    pub refs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub families: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub ignore: Option<String>,
+    #[serde(default)]
+    pub setup: Option<Spanned<RawSetup>>,
+    pub steps: Spanned<Vec<Spanned<RawStep>>>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSetup {
+    #[serde(default)]
+    pub open: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, Spanned<SysctlValue>>,
+    #[serde(default)]
+    pub sockopts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub peer: Option<RawPeer>,
+    #[serde(default)]
+    pub sut_port: Option<u16>,
+    #[serde(default)]
+    pub peer_port: Option<u16>,
+    #[serde(default)]
+    pub final_quiet: Option<Dur>,
+    #[serde(default)]
+    pub call_timeout: Option<Dur>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum SysctlValue {
+    Int(i64),
+    Text(String),
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub isn: Option<u32>,
+    pub win: Option<u16>,
+    pub mss: Option<u16>,
+    pub wscale: Option<u8>,
+    pub sack: Option<bool>,
+    pub timestamps: Option<bool>,
+}
+
+/// One step: exactly one action key, plus the modifiers that action allows.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub send: Option<Spanned<RawSend>>,
+    pub expect: Option<Spanned<RawExpect>>,
+    pub quiet: Option<Spanned<Dur>>,
+    pub call: Option<Spanned<String>>,
+    #[serde(rename = "await")]
+    pub await_: Option<Spanned<String>>,
+    pub state: Option<Spanned<String>>,
+    pub wait: Option<Spanned<Dur>>,
+    /// Names the step's moment so later steps can measure from it (`since:`).
+    pub name: Option<Spanned<String>>,
+    /// `call` only: run the call on its own thread and go on; an `await` step checks it.
+    pub background: Option<Spanned<bool>>,
+    /// `await` only: time window for the call's completion.
+    pub after: Option<Spanned<Dur>>,
+    pub within: Option<Spanned<Dur>>,
+    pub since: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawSend {
+    pub flags: Spanned<FlagsSpec>,
+    pub seq: Option<SeqSpec>,
+    pub ack: Option<SeqSpec>,
+    pub win: Option<u16>,
+    pub len: Option<Spanned<u32>>,
+    pub data: Option<String>,
+    pub options: Option<Vec<Spanned<String>>>,
+    pub delay: Option<Dur>,
+    pub drop: Option<bool>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    pub flags: Spanned<FlagsSpec>,
+    pub seq: Option<SeqSpec>,
+    pub ack: Option<SeqSpec>,
+    pub win: Option<u16>,
+    pub len: Option<u32>,
+    pub data: Option<String>,
+    pub options: Option<Vec<Spanned<String>>>,
+    pub after: Option<Dur>,
+    pub within: Option<Dur>,
+    pub since: Option<Spanned<String>>,
+    pub drop: Option<bool>,
+}

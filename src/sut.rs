@@ -1,0 +1,280 @@
+//! The SUT driver for the Linux kernel: the application side of the scenario.
+//!
+//! Sockets are created by a thread that has joined the SUT netns (a socket belongs to the
+//! netns it was made in; after that any thread may use it). Each call runs on its own thread
+//! so the script keeps its own clock: a foreground call must return within the call timeout,
+//! a background call (close with SO_LINGER, connect) is checked later by an `await` step.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+
+use crate::script::call::{How, SockOpt};
+use crate::script::{Call, Func, Outcome};
+use crate::topology::Topology;
+
+/// What a call returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallResult {
+    Ret(i64),
+    Data(Vec<u8>),
+    Err(Errno),
+}
+
+impl std::fmt::Display for CallResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            CallResult::Ret(n) => write!(f, "{n}"),
+            CallResult::Data(d) if d.len() <= 64 => write!(f, "{} bytes {:?}", d.len(), String::from_utf8_lossy(d)),
+            CallResult::Data(d) => write!(f, "{} bytes", d.len()),
+            CallResult::Err(e) => write!(f, "-1 {e:?} ({})", e.desc()),
+        }
+    }
+}
+
+/// A finished call: when it started and ended, and its result.
+#[derive(Clone, Debug)]
+pub struct Completed {
+    pub started: SystemTime,
+    pub ended: SystemTime,
+    pub result: CallResult,
+}
+
+/// Kernel-side blocking calls give up after this, so no thread outlives a trial for long even
+/// when a script's call never completes.
+const SOCKET_IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct KernelSut {
+    sut: SocketAddr,
+    peer: SocketAddr,
+    /// Script names of descriptors; None once the script closed it.
+    fds: HashMap<String, Option<RawFd>>,
+    background: HashMap<String, Receiver<Completed>>,
+}
+
+impl KernelSut {
+    pub fn new(sut: SocketAddr, peer: SocketAddr) -> KernelSut {
+        KernelSut { sut, peer, fds: HashMap::new(), background: HashMap::new() }
+    }
+
+    /// Starts a call. Returns when it completes, or None after `timeout` (it goes on running).
+    pub fn call(&mut self, topo: &Topology, call: &Call, timeout: Duration) -> Result<Option<Completed>, String> {
+        let rx = self.start(topo, call)?;
+        match rx.recv_timeout(timeout) {
+            Ok(done) => {
+                self.record(call, &done.result);
+                Ok(Some(done))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Starts a call in the background, to be collected with [`KernelSut::collect`].
+    pub fn call_background(&mut self, topo: &Topology, name: &str, call: &Call) -> Result<SystemTime, String> {
+        let started = SystemTime::now();
+        let rx = self.start(topo, call)?;
+        self.background.insert(name.to_string(), rx);
+        Ok(started)
+    }
+
+    /// Waits for a background call until `deadline`.
+    pub fn collect(&mut self, name: &str, call: &Call, deadline: Instant) -> Option<Completed> {
+        let rx = self.background.get(name)?;
+        let done = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+        self.background.remove(name);
+        self.record(call, &done.result);
+        Some(done)
+    }
+
+    fn start(&mut self, topo: &Topology, call: &Call) -> Result<Receiver<Completed>, String> {
+        let fd = match call.func {
+            Func::Socket => -1,
+            _ => self.fds.get(&call.fd).copied().flatten().unwrap_or(-1),
+        };
+        let (tx, rx) = mpsc::channel();
+        let (func, sut, peer) = (call.func.clone(), self.sut, self.peer);
+        if func == Func::Socket {
+            // socket() must run inside the SUT netns.
+            let started = SystemTime::now();
+            let result = topo.run_in_sut(move || new_socket(sut.ip())).map_err(|e| e.to_string())?;
+            let _ = tx.send(Completed { started, ended: SystemTime::now(), result });
+            return Ok(rx);
+        }
+        std::thread::Builder::new()
+            .name("halfclose-call".into())
+            .spawn(move || {
+                let started = SystemTime::now();
+                let result = execute(&func, fd, sut, peer);
+                let _ = tx.send(Completed { started, ended: SystemTime::now(), result });
+            })
+            .map_err(|e| format!("cannot start a call thread: {e}"))?;
+        Ok(rx)
+    }
+
+    /// Keeps the descriptor table in step with what the call did.
+    fn record(&mut self, call: &Call, result: &CallResult) {
+        match (&call.func, result, &call.outcome) {
+            (Func::Socket | Func::Accept | Func::Dup, CallResult::Ret(fd), outcome) => {
+                let name = match outcome {
+                    Outcome::NewFd(n) => n.clone(),
+                    _ => format!("_fd{fd}"),
+                };
+                self.fds.insert(name, Some(*fd as RawFd));
+            }
+            (Func::Close, CallResult::Ret(0), _) => {
+                self.fds.insert(call.fd.clone(), None);
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes every descriptor the script left open. The namespace goes away right after, so
+    /// what the kernel sends now is not part of the trial.
+    pub fn close_all(&mut self) {
+        for fd in self.fds.values_mut().filter_map(Option::take) {
+            // SAFETY: the descriptor came from socket/accept/dup and was not closed since.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+impl Drop for KernelSut {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+fn ret(rc: isize) -> CallResult {
+    if rc < 0 {
+        CallResult::Err(Errno::last())
+    } else {
+        CallResult::Ret(rc as i64)
+    }
+}
+
+fn new_socket(ip: IpAddr) -> CallResult {
+    let domain = if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return CallResult::Err(Errno::last());
+    }
+    let tv = libc::timeval { tv_sec: SOCKET_IO_TIMEOUT.as_secs() as i64, tv_usec: 0 };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        setsockopt_raw(fd, libc::SOL_SOCKET, opt, &tv);
+    }
+    CallResult::Ret(fd as i64)
+}
+
+fn setsockopt_raw<T>(fd: RawFd, level: i32, name: i32, value: &T) -> isize {
+    // SAFETY: the pointer and length describe `value`.
+    unsafe {
+        libc::setsockopt(fd, level, name, value as *const T as *const libc::c_void, std::mem::size_of::<T>() as u32)
+            as isize
+    }
+}
+
+/// Runs one socket call on the calling thread.
+fn execute(func: &Func, fd: RawFd, sut: SocketAddr, peer: SocketAddr) -> CallResult {
+    // SAFETY (all blocks below): plain system calls on a descriptor number; a stale or -1
+    // descriptor makes the kernel answer EBADF, which is a result the script may expect.
+    match func {
+        Func::Socket => new_socket(sut.ip()),
+        Func::Bind => with_sockaddr(sut, |sa, len| ret(unsafe { libc::bind(fd, sa, len) } as isize)),
+        Func::Connect => with_sockaddr(peer, |sa, len| ret(unsafe { libc::connect(fd, sa, len) } as isize)),
+        Func::Listen { backlog } => ret(unsafe { libc::listen(fd, *backlog) } as isize),
+        Func::Accept => ret(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) } as isize),
+        Func::Write(p) => {
+            let bytes = p.bytes();
+            ret(unsafe { libc::send(fd, bytes.as_ptr() as *const _, bytes.len(), libc::MSG_NOSIGNAL) })
+        }
+        Func::Read { max } => {
+            let mut buf = vec![0u8; *max];
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+            if n < 0 {
+                return CallResult::Err(Errno::last());
+            }
+            buf.truncate(n as usize);
+            CallResult::Data(buf)
+        }
+        Func::Shutdown(how) => {
+            let how = match how {
+                How::Rd => libc::SHUT_RD,
+                How::Wr => libc::SHUT_WR,
+                How::RdWr => libc::SHUT_RDWR,
+            };
+            ret(unsafe { libc::shutdown(fd, how) } as isize)
+        }
+        Func::Close => ret(unsafe { libc::close(fd) } as isize),
+        Func::Dup => ret(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) } as isize),
+        Func::SetSockOpt(opt) => ret(set_option(fd, opt)),
+    }
+}
+
+fn set_option(fd: RawFd, opt: &SockOpt) -> isize {
+    let int = |level, name, v: i32| setsockopt_raw(fd, level, name, &v);
+    match *opt {
+        SockOpt::Linger { on, secs } => {
+            let l = libc::linger { l_onoff: on as i32, l_linger: secs };
+            setsockopt_raw(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l)
+        }
+        SockOpt::Linger2(v) => int(libc::IPPROTO_TCP, libc::TCP_LINGER2, v),
+        SockOpt::RcvBuf(v) => int(libc::SOL_SOCKET, libc::SO_RCVBUF, v),
+        SockOpt::SndBuf(v) => int(libc::SOL_SOCKET, libc::SO_SNDBUF, v),
+        SockOpt::NoDelay(v) => int(libc::IPPROTO_TCP, libc::TCP_NODELAY, v as i32),
+        SockOpt::KeepAlive(v) => int(libc::SOL_SOCKET, libc::SO_KEEPALIVE, v as i32),
+        SockOpt::ReuseAddr(v) => int(libc::SOL_SOCKET, libc::SO_REUSEADDR, v as i32),
+    }
+}
+
+fn with_sockaddr<R>(addr: SocketAddr, f: impl FnOnce(*const libc::sockaddr, libc::socklen_t) -> R) -> R {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                sin_zero: [0; 8],
+            };
+            f(&sin as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sin) as u32)
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: 0,
+            };
+            f(&sin6 as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sin6) as u32)
+        }
+    }
+}
+
+/// Does a result meet what the script expects?
+pub fn check_outcome(expected: &Outcome, got: &CallResult) -> bool {
+    match (expected, got) {
+        (Outcome::Success | Outcome::NewFd(_), CallResult::Ret(n)) => *n >= 0,
+        (Outcome::Success, CallResult::Data(_)) => true,
+        (Outcome::Ret(want), CallResult::Ret(n)) => want == n,
+        (Outcome::Ret(want), CallResult::Data(d)) => *want == d.len() as i64,
+        (Outcome::Data(want), CallResult::Data(d)) => want == d,
+        (Outcome::Errno(want), CallResult::Err(e)) => want == e,
+        _ => false,
+    }
+}
+
+/// How the script writes an expected outcome, for messages.
+pub fn show_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Success => "success".into(),
+        Outcome::Ret(n) => n.to_string(),
+        Outcome::Data(d) => format!("{:?}", String::from_utf8_lossy(d)),
+        Outcome::Errno(e) => format!("-1 {e:?}"),
+        Outcome::NewFd(n) => format!("a new descriptor `{n}`"),
+    }
+}
