@@ -29,7 +29,12 @@ impl Stats {
         samples.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let at = |q: f64| ms(samples[((samples.len() - 1) as f64 * q).round() as usize]);
-        Stats { p50: at(0.5), p99: at(0.99), min: ms(samples[0]), max: ms(samples[samples.len() - 1]) }
+        Stats {
+            p50: at(0.5),
+            p99: at(0.99),
+            min: ms(samples[0]),
+            max: ms(samples[samples.len() - 1]),
+        }
     }
 }
 
@@ -82,7 +87,9 @@ fn active_close_trial(runs: usize) -> Result<Stats, String> {
     let file = Path::new("suites/close/active-close.yaml");
     let sc = script::parse(ACTIVE_CLOSE, file, "close").map_err(|e| e.to_string())?;
     let dir = scratch_dir();
-    let cfg = TrialConfig { pcap_dir: dir.clone() };
+    let cfg = TrialConfig {
+        pcap_dir: dir.clone(),
+    };
     let mut samples = Vec::with_capacity(runs);
     let mut result = Ok(());
     for _ in 0..runs {
@@ -113,7 +120,13 @@ fn print_figures(runs: usize, overhead: &Stats, trial: &Stats, json: bool) {
         return;
     }
     println!("halfclose bench: {runs} runs each, wall-clock time");
-    for (what, s) in [("trial overhead (netns + veth up/down)", overhead), ("active-close trial (A1, ipv4)", trial)] {
-        println!("  {what:<40} median {:>7.2} ms  p99 {:>7.2} ms  (min {:.2}, max {:.2})", s.p50, s.p99, s.min, s.max);
+    for (what, s) in [
+        ("trial overhead (netns + veth up/down)", overhead),
+        ("active-close trial (A1, ipv4)", trial),
+    ] {
+        println!(
+            "  {what:<40} median {:>7.2} ms  p99 {:>7.2} ms  (min {:.2}, max {:.2})",
+            s.p50, s.p99, s.min, s.max
+        );
     }
 }

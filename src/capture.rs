@@ -145,7 +145,10 @@ impl Capture {
         writer
             .write_pcapng_block(self.interface())
             .map_err(io::Error::other)?;
-        for record in &self.records {
+        // Frames are pushed by two threads (sends, receptions); a reader wants time order.
+        let mut order: Vec<&Record> = self.records.iter().collect();
+        order.sort_by_key(|r| r.at);
+        for record in order {
             writer
                 .write_pcapng_block(packet_block(record))
                 .map_err(io::Error::other)?;

@@ -86,7 +86,11 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         match a.as_str() {
             "--filter" => o.test.filter = Some(value("--filter")?),
             "--exact" => o.test.exact = true,
@@ -99,14 +103,23 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "--junit" => o.junit = Some(value("--junit")?.into()),
             "--test-threads" => {
                 let n = value("--test-threads")?;
-                o.test.test_threads = Some(n.parse().ok().filter(|n| *n > 0).ok_or(format!("--test-threads: `{n}` is not a positive number"))?);
+                o.test.test_threads = Some(
+                    n.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or(format!("--test-threads: `{n}` is not a positive number"))?,
+                );
             }
             "--format" => {
                 o.test.format = Some(match value("--format")?.as_str() {
                     "pretty" => FormatSetting::Pretty,
                     "terse" => FormatSetting::Terse,
                     "json" => FormatSetting::Json,
-                    other => return Err(format!("--format: `{other}`; expected pretty, terse or json")),
+                    other => {
+                        return Err(format!(
+                            "--format: `{other}`; expected pretty, terse or json"
+                        ))
+                    }
                 })
             }
             flag if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
@@ -125,7 +138,10 @@ fn cmd_run(args: &[String]) -> i32 {
         Err(e) => return usage_error(&e),
     };
     if let Some(missing) = opts.paths.iter().find(|p| !p.exists()) {
-        eprintln!("halfclose: {}: no such file or directory", missing.display());
+        eprintln!(
+            "halfclose: {}: no such file or directory",
+            missing.display()
+        );
         return EXIT_BAD_INPUT;
     }
     let suite = suite::load(&opts.paths);
@@ -133,11 +149,16 @@ fn cmd_run(args: &[String]) -> i32 {
         for e in &suite.errors {
             eprintln!("error: {e}");
         }
-        eprintln!("halfclose: {} script(s) have errors; nothing was run", suite.errors.len());
+        eprintln!(
+            "halfclose: {} script(s) have errors; nothing was run",
+            suite.errors.len()
+        );
         return EXIT_BAD_INPUT;
     }
     let records: Records = Arc::new(Mutex::new(Vec::new()));
-    let cfg = TrialConfig { pcap_dir: opts.pcap_dir.clone() };
+    let cfg = TrialConfig {
+        pcap_dir: opts.pcap_dir.clone(),
+    };
     let trials = report::trials(&suite.scenarios, &[], &cfg, &records);
     let conclusion = libtest_mimic::run(&opts.test, trials);
     if let Err(code) = write_reports(&opts, &records) {
@@ -153,7 +174,10 @@ fn cmd_run(args: &[String]) -> i32 {
 fn write_reports(opts: &RunOpts, records: &Records) -> Result<(), i32> {
     let mut recs = records.lock().expect("records lock").clone();
     recs.sort_by(|a, b| a.name.cmp(&b.name));
-    for (path, text) in [(&opts.json, report::json(&recs)), (&opts.junit, report::junit(&recs))] {
+    for (path, text) in [
+        (&opts.json, report::json(&recs)),
+        (&opts.junit, report::junit(&recs)),
+    ] {
         if let Some(p) = path {
             report::write_file(p, &text).map_err(|e| {
                 eprintln!("halfclose: cannot write {}: {e}", p.display());
@@ -170,7 +194,10 @@ fn cmd_check(args: &[String]) -> i32 {
     }
     let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
     if let Some(missing) = paths.iter().find(|p| !p.exists()) {
-        eprintln!("halfclose: {}: no such file or directory", missing.display());
+        eprintln!(
+            "halfclose: {}: no such file or directory",
+            missing.display()
+        );
         return EXIT_BAD_INPUT;
     }
     let suite = suite::load(&paths);
@@ -178,7 +205,11 @@ fn cmd_check(args: &[String]) -> i32 {
         eprintln!("error: {e}");
     }
     let trials: usize = suite.scenarios.iter().map(|s| s.families.len()).sum();
-    println!("{} scenario(s) ok ({trials} trials), {} with errors", suite.scenarios.len(), suite.errors.len());
+    println!(
+        "{} scenario(s) ok ({trials} trials), {} with errors",
+        suite.scenarios.len(),
+        suite.errors.len()
+    );
     if suite.errors.is_empty() {
         EXIT_OK
     } else {

@@ -37,7 +37,8 @@ pub struct Arrival {
 
 /// The peer's packet socket, its receive thread and the trial's capture.
 pub struct Link {
-    sock: Arc<OwnedFd>,
+    /// Taken by `drop`, which closes it off the trial's path.
+    sock: Option<Arc<OwnedFd>>,
     stop: Arc<EventFd>,
     rx: Option<JoinHandle<()>>,
     arrivals: Receiver<Arrival>,
@@ -54,27 +55,52 @@ impl Link {
         let sock = Arc::new(sock);
         let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?);
         let (tx, arrivals) = mpsc::channel();
-        let responder = Responder { sock: sock.clone(), capture: capture.clone(), tx };
+        let responder = Responder {
+            sock: sock.clone(),
+            capture: capture.clone(),
+            tx,
+        };
         let stop2 = stop.clone();
         let rx = std::thread::Builder::new()
             .name("halfclose-rx".into())
             .spawn(move || responder.run(&stop2))?;
-        Ok(Link { sock, stop, rx: Some(rx), arrivals, capture })
+        Ok(Link {
+            sock: Some(sock),
+            stop,
+            rx: Some(rx),
+            arrivals,
+            capture,
+        })
     }
 
     /// Sends a frame and records it. Returns the time taken just before the send (the anchor
     /// for replies, which the SUT may emit before `send` returns) and the capture index.
     pub fn send(&self, frame: Vec<u8>, comment: String) -> io::Result<(SystemTime, usize)> {
         let at = SystemTime::now();
-        send_frame(self.sock.as_raw_fd(), &frame)?;
-        let idx = self.capture.lock().expect("capture lock").push(at, Direction::ToSut, frame, comment);
-        Ok((at, idx))
+        let fd = self.sock.as_ref().map_or(-1, |s| s.as_raw_fd());
+        let result = send_frame(fd, &frame);
+        let comment = match &result {
+            Ok(()) => comment,
+            Err(e) => format!("SEND FAILED ({e}): {comment}"),
+        };
+        let idx =
+            self.capture
+                .lock()
+                .expect("capture lock")
+                .push(at, Direction::ToSut, frame, comment);
+        result.map(|()| (at, idx))
     }
 
     /// Records a frame the script dropped: in the capture, marked, but never on the wire.
     pub fn record_dropped(&self, frame: Vec<u8>, comment: String) -> (SystemTime, usize) {
         let at = SystemTime::now();
-        (at, self.capture.lock().expect("capture lock").push(at, Direction::ToSut, frame, comment))
+        (
+            at,
+            self.capture
+                .lock()
+                .expect("capture lock")
+                .push(at, Direction::ToSut, frame, comment),
+        )
     }
 
     /// The next SUT segment, waiting until `deadline` at most.
@@ -87,7 +113,10 @@ impl Link {
     }
 
     pub fn comment(&self, frame: usize, text: String) {
-        self.capture.lock().expect("capture lock").set_comment(frame, text);
+        self.capture
+            .lock()
+            .expect("capture lock")
+            .set_comment(frame, text);
     }
 
     /// Stops the receive thread. Frames still queued for the runner are returned.
@@ -103,14 +132,24 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         self.stop();
+        // Closing a packet socket waits for an RCU grace period (synchronize_net in
+        // packet_release), 10–15 ms here: a short-lived thread waits instead of the trial.
+        if let Some(sock) = self.sock.take() {
+            let _ = std::thread::Builder::new()
+                .name("halfclose-close".into())
+                .spawn(move || drop(sock));
+        }
     }
 }
 
 /// AF_PACKET/SOCK_RAW bound to the peer interface; must run inside the peer netns.
 fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     let proto = (libc::ETH_P_ALL as u16).to_be();
+    // Protocol 0 at socket() and ETH_P_ALL at bind(): a socket made with a protocol is hooked
+    // to every interface at once, and moving the hook at bind() waits for an RCU grace period
+    // (10–25 ms); this way it is hooked once, to our interface only.
     // SAFETY: plain socket(2); the result is checked and owned right away.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto as i32) };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -127,7 +166,11 @@ fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     sll.sll_ifindex = ifindex as i32;
     // SAFETY: the pointer and length describe `sll`.
     let rc = unsafe {
-        libc::bind(fd, &sll as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_ll>() as u32)
+        libc::bind(
+            fd,
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -138,7 +181,13 @@ fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
 fn set_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: the pointer and length describe `value`.
     let rc = unsafe {
-        libc::setsockopt(fd, level, name, &value as *const i32 as *const libc::c_void, std::mem::size_of::<i32>() as u32)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as u32,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -194,7 +243,8 @@ impl Responder {
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
                 if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                    at = SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
+                    at = SystemTime::UNIX_EPOCH
+                        + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
                 }
             }
         }
@@ -204,37 +254,87 @@ impl Responder {
     fn handle(&self, at: SystemTime, data: &[u8]) {
         let frame = wire::parse_frame(data);
         let (comment, reply, arrival) = self.classify(&frame);
-        let idx = self.capture.lock().expect("capture lock").push(at, Direction::FromSut, data.to_vec(), comment);
+        let idx = self.capture.lock().expect("capture lock").push(
+            at,
+            Direction::FromSut,
+            data.to_vec(),
+            comment,
+        );
         if let Some(reply) = reply {
             let _ = send_frame(self.sock.as_raw_fd(), &reply);
             let now = SystemTime::now();
             let c = "neighbour reply from the harness's responder".to_string();
-            self.capture.lock().expect("capture lock").push(now, Direction::ToSut, reply, c);
+            self.capture
+                .lock()
+                .expect("capture lock")
+                .push(now, Direction::ToSut, reply, c);
         }
         if let Some((ep, tcp, checksum_ok)) = arrival {
-            let _ = self.tx.send(Arrival { at, frame: idx, ep, tcp, checksum_ok });
+            let _ = self.tx.send(Arrival {
+                at,
+                frame: idx,
+                ep,
+                tcp,
+                checksum_ok,
+            });
         }
     }
 
     /// What a frame is: its first comment, a reply to send, and whether the runner sees it.
-    fn classify(&self, frame: &Frame) -> (String, Option<Vec<u8>>, Option<(Endpoints, TcpRepr, bool)>) {
+    fn classify(
+        &self,
+        frame: &Frame,
+    ) -> (String, Option<Vec<u8>>, Option<(Endpoints, TcpRepr, bool)>) {
         let peer_v4 = topology::PEER_V4;
         let peer_v6 = topology::PEER_V6;
         match frame {
-            Frame::Tcp { ep, tcp, checksum_ok, .. } if ep.dst == topology::peer_ip(family_of(ep)) => {
-                ("SUT segment (not yet matched)".into(), None, Some((*ep, tcp.clone(), *checksum_ok)))
+            Frame::Tcp {
+                ep,
+                tcp,
+                checksum_ok,
+                ..
+            } if ep.dst == topology::peer_ip(family_of(ep)) => (
+                "SUT segment (not yet matched)".into(),
+                None,
+                Some((*ep, tcp.clone(), *checksum_ok)),
+            ),
+            Frame::ArpRequest {
+                sender_mac,
+                sender_ip,
+                target_ip,
+            } if *target_ip == peer_v4 => {
+                let reply =
+                    wire::emit_arp_reply(topology::PEER_MAC, peer_v4, *sender_mac, *sender_ip);
+                (
+                    "ARP request for the peer (answered)".into(),
+                    Some(reply),
+                    None,
+                )
             }
-            Frame::ArpRequest { sender_mac, sender_ip, target_ip } if *target_ip == peer_v4 => {
-                let reply = wire::emit_arp_reply(topology::PEER_MAC, peer_v4, *sender_mac, *sender_ip);
-                ("ARP request for the peer (answered)".into(), Some(reply), None)
+            Frame::NeighborSolicit {
+                src_mac,
+                src_ip,
+                target,
+            } if *target == peer_v6 => {
+                let reply =
+                    wire::emit_neighbor_advert(topology::PEER_MAC, peer_v6, *src_mac, *src_ip);
+                (
+                    "neighbour solicitation for the peer (answered)".into(),
+                    Some(reply),
+                    None,
+                )
             }
-            Frame::NeighborSolicit { src_mac, src_ip, target } if *target == peer_v6 => {
-                let reply = wire::emit_neighbor_advert(topology::PEER_MAC, peer_v6, *src_mac, *src_ip);
-                ("neighbour solicitation for the peer (answered)".into(), Some(reply), None)
+            Frame::Tcp { ep, .. } => (
+                format!("ignored: TCP to {}, not the peer", ep.dst),
+                None,
+                None,
+            ),
+            Frame::ArpRequest { target_ip, .. } => {
+                (format!("ignored: ARP for {target_ip}"), None, None)
             }
-            Frame::Tcp { ep, .. } => (format!("ignored: TCP to {}, not the peer", ep.dst), None, None),
-            Frame::ArpRequest { target_ip, .. } => (format!("ignored: ARP for {target_ip}"), None, None),
-            Frame::NeighborSolicit { target, .. } => (format!("ignored: NS for {target}"), None, None),
+            Frame::NeighborSolicit { target, .. } => {
+                (format!("ignored: NS for {target}"), None, None)
+            }
             Frame::Other { summary } => (format!("ignored: {summary}"), None, None),
         }
     }
@@ -289,7 +389,10 @@ pub struct PeerConn {
 
 impl PeerConn {
     pub fn new(cfg: PeerConfig, family: Family, peer_port: u16, sut_port: u16) -> PeerConn {
-        let ep = Endpoints { src: topology::peer_ip(family), dst: topology::sut_ip(family) };
+        let ep = Endpoints {
+            src: topology::peer_ip(family),
+            dst: topology::sut_ip(family),
+        };
         PeerConn {
             isn: cfg.isn,
             snd_nxt: cfg.isn,
@@ -309,8 +412,14 @@ impl PeerConn {
     /// Builds the segment a `send` step describes, filling in what the script leaves out.
     pub fn build(&self, spec: &SendSpec) -> TcpRepr {
         let seq = spec.seq.map_or(self.snd_nxt, |s| s.resolve(self.isn));
-        let ack_default = if spec.flags.contains(TcpFlags::ACK) { self.rcv_nxt.unwrap_or(0) } else { 0 };
-        let ack = spec.ack.map_or(ack_default, |a| a.resolve(self.sut_isn.unwrap_or(0)));
+        let ack_default = if spec.flags.contains(TcpFlags::ACK) {
+            self.rcv_nxt.unwrap_or(0)
+        } else {
+            0
+        };
+        let ack = spec
+            .ack
+            .map_or(ack_default, |a| a.resolve(self.sut_isn.unwrap_or(0)));
         let options = match &spec.options {
             Some(list) => list.iter().map(|o| self.fill_option(o)).collect(),
             None => self.default_options(spec.flags),
@@ -347,7 +456,11 @@ impl PeerConn {
             self.ts_on = self.cfg.timestamps && has_timestamps(&tcp.options);
             self.rcv_nxt = Some(tcp.seq);
         }
-        if let Some(TcpOption::Timestamps { val, .. }) = tcp.options.iter().find(|o| matches!(o, TcpOption::Timestamps { .. })) {
+        if let Some(TcpOption::Timestamps { val, .. }) = tcp
+            .options
+            .iter()
+            .find(|o| matches!(o, TcpOption::Timestamps { .. }))
+        {
             self.ts_recent = *val;
         }
         if let Some(rcv) = self.rcv_nxt {
@@ -360,7 +473,10 @@ impl PeerConn {
 
     fn ts_now(&self) -> TcpOption {
         let val = (self.clock.elapsed().as_millis() as u32).wrapping_add(1);
-        TcpOption::Timestamps { val, ecr: self.ts_recent }
+        TcpOption::Timestamps {
+            val,
+            ecr: self.ts_recent,
+        }
     }
 
     fn fill_option(&self, o: &OptSpec) -> TcpOption {
@@ -372,11 +488,16 @@ impl PeerConn {
 
     fn default_options(&self, flags: TcpFlags) -> Vec<TcpOption> {
         if !flags.contains(TcpFlags::SYN) {
-            return if self.ts_on { vec![TcpOption::Nop, TcpOption::Nop, self.ts_now()] } else { Vec::new() };
+            return if self.ts_on {
+                vec![TcpOption::Nop, TcpOption::Nop, self.ts_now()]
+            } else {
+                Vec::new()
+            };
         }
         // A SYN-ACK may only carry what the SUT's SYN offered.
         let answer = flags.contains(TcpFlags::ACK);
-        let offered = |pred: fn(&TcpOption) -> bool| !answer || self.sut_syn_options.iter().any(pred);
+        let offered =
+            |pred: fn(&TcpOption) -> bool| !answer || self.sut_syn_options.iter().any(pred);
         let mut out = vec![TcpOption::Mss(self.cfg.mss)];
         if self.cfg.sack && offered(|o| matches!(o, TcpOption::SackPermitted)) {
             out.push(TcpOption::SackPermitted);
@@ -384,7 +505,11 @@ impl PeerConn {
         if self.cfg.timestamps && offered(|o| matches!(o, TcpOption::Timestamps { .. })) {
             out.push(self.ts_now());
         }
-        if let Some(ws) = self.cfg.wscale.filter(|_| offered(|o| matches!(o, TcpOption::WindowScale(_)))) {
+        if let Some(ws) = self
+            .cfg
+            .wscale
+            .filter(|_| offered(|o| matches!(o, TcpOption::WindowScale(_))))
+        {
             out.push(TcpOption::Nop);
             out.push(TcpOption::WindowScale(ws));
         }
@@ -398,11 +523,16 @@ impl PeerConn {
 
     /// One-line summary of a SUT segment in relative numbers.
     pub fn describe_received(&self, tcp: &TcpRepr) -> String {
-        let base = if tcp.flags.contains(TcpFlags::SYN) { tcp.seq } else { self.sut_isn.unwrap_or(tcp.seq) };
+        let base = if tcp.flags.contains(TcpFlags::SYN) {
+            tcp.seq
+        } else {
+            self.sut_isn.unwrap_or(tcp.seq)
+        };
         wire::describe(tcp, base, self.isn)
     }
 }
 
 fn has_timestamps(opts: &[TcpOption]) -> bool {
-    opts.iter().any(|o| matches!(o, TcpOption::Timestamps { .. }))
+    opts.iter()
+        .any(|o| matches!(o, TcpOption::Timestamps { .. }))
 }

@@ -43,7 +43,12 @@ pub type Records = Arc<Mutex<Vec<Record>>>;
 
 /// One trial per scenario and family, plus one failing trial per script that did not load
 /// (so `cargo test` shows the error rather than silently running less).
-pub fn trials(scenarios: &[Scenario], errors: &[ScriptError], cfg: &TrialConfig, records: &Records) -> Vec<Trial> {
+pub fn trials(
+    scenarios: &[Scenario],
+    errors: &[ScriptError],
+    cfg: &TrialConfig,
+    records: &Records,
+) -> Vec<Trial> {
     let mut out = Vec::new();
     for sc in scenarios {
         let sc = Arc::new(sc.clone());
@@ -52,7 +57,10 @@ pub fn trials(scenarios: &[Scenario], errors: &[ScriptError], cfg: &TrialConfig,
             let (sc, cfg, records) = (sc.clone(), cfg.clone(), records.clone());
             let trial = Trial::test(sc.trial_name(family), move || {
                 let v = runner::run_trial(&sc, family, &cfg);
-                records.lock().expect("records lock").push(Record::of(&v, &sc));
+                records
+                    .lock()
+                    .expect("records lock")
+                    .push(Record::of(&v, &sc));
                 match v.failure_text() {
                     None => Ok(()),
                     Some(text) => Err(Failed::from(text)),
@@ -81,7 +89,8 @@ pub fn json(records: &[Record]) -> String {
         })
         .collect();
     let passed = records.iter().filter(|r| r.passed).count();
-    serde_json::json!({ "trials": items, "passed": passed, "failed": records.len() - passed }).to_string()
+    serde_json::json!({ "trials": items, "passed": passed, "failed": records.len() - passed })
+        .to_string()
 }
 
 /// A JUnit XML report (one testsuite, one testcase per trial) for CI systems.
@@ -89,15 +98,30 @@ pub fn junit(records: &[Record]) -> String {
     let failed = records.iter().filter(|r| !r.passed).count();
     let total: f64 = records.iter().map(|r| r.seconds).sum();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(x, "<testsuite name=\"halfclose\" tests=\"{}\" failures=\"{failed}\" time=\"{total:.3}\">", records.len());
+    let _ = writeln!(
+        x,
+        "<testsuite name=\"halfclose\" tests=\"{}\" failures=\"{failed}\" time=\"{total:.3}\">",
+        records.len()
+    );
     for r in records {
         let (class, name) = r.name.rsplit_once("::").unwrap_or(("halfclose", &r.name));
-        let _ = write!(x, "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"", esc(class), esc(name), r.seconds);
+        let _ = write!(
+            x,
+            "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            esc(class),
+            esc(name),
+            r.seconds
+        );
         match &r.failure {
             None => x.push_str("/>\n"),
             Some(f) => {
                 let first = f.lines().next().unwrap_or("");
-                let _ = writeln!(x, ">\n    <failure message=\"{}\">{}</failure>\n  </testcase>", esc(first), esc(f));
+                let _ = writeln!(
+                    x,
+                    ">\n    <failure message=\"{}\">{}</failure>\n  </testcase>",
+                    esc(first),
+                    esc(f)
+                );
             }
         }
     }
@@ -106,7 +130,10 @@ pub fn junit(records: &[Record]) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {

@@ -74,19 +74,26 @@ impl Verdict {
 
 /// The pcapng path of a trial: `<dir>/<family>/<group>/<name>.pcapng`.
 pub fn pcap_path(dir: &Path, sc: &Scenario, family: Family) -> PathBuf {
-    dir.join(family.name()).join(&sc.group).join(format!("{}.pcapng", sc.name))
+    dir.join(family.name())
+        .join(&sc.group)
+        .join(format!("{}.pcapng", sc.name))
 }
 
 /// Runs one trial. Never panics on SUT behaviour; a panic inside still leaves the capture.
 pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
     let started = Instant::now();
     let trial = sc.trial_name(family);
-    let capture = Arc::new(Mutex::new(Capture::new(topology::PEER_IFNAME, &format!("halfclose peer, trial {trial}"))));
+    let capture = Arc::new(Mutex::new(Capture::new(
+        topology::PEER_IFNAME,
+        &format!("halfclose peer, trial {trial}"),
+    )));
     let pcap = pcap_path(&cfg.pcap_dir, sc, family);
     let mut trace = Trace::default();
     let cap2 = capture.clone();
     let trace_ref = &mut trace;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(sc, family, cap2, trace_ref)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        execute(sc, family, cap2, trace_ref)
+    }));
     let failure = match result {
         Ok(r) => r.err(),
         Err(p) => Some(Failure {
@@ -95,7 +102,10 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
             details: Vec::new(),
         }),
     };
-    let written = capture.lock().map(|c| c.write_pcapng(&pcap)).unwrap_or_else(|e| e.into_inner().write_pcapng(&pcap));
+    let written = capture
+        .lock()
+        .map(|c| c.write_pcapng(&pcap))
+        .unwrap_or_else(|e| e.into_inner().write_pcapng(&pcap));
     let pcap = match written {
         Ok(()) => Some(pcap),
         Err(e) => {
@@ -103,7 +113,13 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
             None
         }
     };
-    Verdict { trial, failure, trace, pcap, elapsed: started.elapsed() }
+    Verdict {
+        trial,
+        failure,
+        trace,
+        pcap,
+        elapsed: started.elapsed(),
+    }
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -114,11 +130,21 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn setup_failure(what: &str, e: impl std::fmt::Display) -> Failure {
-    Failure { step: 0, heading: format!("trial setup failed: {what}: {e}"), details: Vec::new() }
+    Failure {
+        step: 0,
+        heading: format!("trial setup failed: {what}: {e}"),
+        details: Vec::new(),
+    }
 }
 
-fn execute(sc: &Scenario, family: Family, capture: Arc<Mutex<Capture>>, trace: &mut Trace) -> Result<(), Failure> {
-    let topo = Topology::create(&sc.setup.sysctls).map_err(|e| setup_failure("topology", e))?;
+fn execute(
+    sc: &Scenario,
+    family: Family,
+    capture: Arc<Mutex<Capture>>,
+    trace: &mut Trace,
+) -> Result<(), Failure> {
+    let topo =
+        Topology::create(&trial_sysctls(sc, family)).map_err(|e| setup_failure("topology", e))?;
     let observer = topo
         .run_in_sut(Observer::new)
         .map_err(|e| setup_failure("observer", e))?
@@ -132,7 +158,12 @@ fn execute(sc: &Scenario, family: Family, capture: Arc<Mutex<Capture>>, trace: &
         link,
         observer,
         sut: KernelSut::new(sut_addr, peer_addr),
-        conn: PeerConn::new(sc.setup.peer.clone(), family, sc.setup.peer_port, sc.setup.sut_port),
+        conn: PeerConn::new(
+            sc.setup.peer.clone(),
+            family,
+            sc.setup.peer_port,
+            sc.setup.sut_port,
+        ),
         trace,
         anchor: SystemTime::now(),
         anchor_what: "the start of the trial".into(),
@@ -143,6 +174,22 @@ fn execute(sc: &Scenario, family: Family, capture: Arc<Mutex<Capture>>, trace: &
     let result = run.steps().and_then(|()| run.final_quiet());
     run.finish();
     result
+}
+
+/// The script's sysctls, after ours: an IPv4 trial turns IPv6 off in the SUT netns so its
+/// capture has no MLD reports in it (the script may still turn it back on).
+fn trial_sysctls(sc: &Scenario, family: Family) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if family == Family::V4 {
+        for k in [
+            "net.ipv6.conf.all.disable_ipv6",
+            "net.ipv6.conf.default.disable_ipv6",
+        ] {
+            out.push((k.to_string(), "1".to_string()));
+        }
+    }
+    out.extend(sc.setup.sysctls.iter().cloned());
+    out
 }
 
 /// Everything one trial's steps act on.
@@ -186,8 +233,14 @@ impl Run<'_> {
                 std::thread::sleep(*d);
                 Ok(())
             }
-            Action::Call { call, background: false } => self.call(step, call),
-            Action::Call { call, background: true } => self.call_background(step, call),
+            Action::Call {
+                call,
+                background: false,
+            } => self.call(step, call),
+            Action::Call {
+                call,
+                background: true,
+            } => self.call_background(step, call),
             Action::Await { name, window } => self.await_call(step, name, window),
             Action::State(want) => self.state(step, *want),
         }
@@ -199,12 +252,20 @@ impl Run<'_> {
         if step.implicit {
             format!("the `open:` handshake ({file}:{})", step.loc.line)
         } else {
-            format!("step {} ({file}:{}:{})", self.step_no, step.loc.line, step.loc.column)
+            format!(
+                "step {} ({file}:{}:{})",
+                self.step_no, step.loc.line, step.loc.column
+            )
         }
     }
 
     fn short_place(&self, step: &Step) -> String {
-        let file = self.sc.file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = self
+            .sc
+            .file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if step.implicit {
             format!("open: handshake ({file}:{})", step.loc.line)
         } else {
@@ -213,7 +274,11 @@ impl Run<'_> {
     }
 
     fn fail(&self, step: &Step, what: String, details: Vec<(String, String)>) -> Failure {
-        Failure { step: self.step_no, heading: format!("{}: {what}", self.place(step)), details }
+        Failure {
+            step: self.step_no,
+            heading: format!("{}: {what}", self.place(step)),
+            details,
+        }
     }
 
     fn mark(&mut self, step: &Step, at: SystemTime, what: String) {
@@ -235,7 +300,11 @@ impl Run<'_> {
     fn send(&mut self, step: &Step, spec: &SendSpec) -> Result<(), Failure> {
         let tcp = self.conn.build(spec);
         if let Err(why) = tcp.check() {
-            return Err(self.fail(step, "send".into(), vec![("error:".into(), format!("cannot build this segment: {why}"))]));
+            return Err(self.fail(
+                step,
+                "send".into(),
+                vec![("error:".into(), format!("cannot build this segment: {why}"))],
+            ));
         }
         let frame = wire::emit_tcp(topology::PEER_MAC, topology::SUT_MAC, self.conn.ep, &tcp);
         let text = self.conn.describe_sent(&tcp);
@@ -247,7 +316,13 @@ impl Run<'_> {
             self.link.record_dropped(frame, c)
         } else {
             let c = format!("sent by {}: {text}", self.short_place(step));
-            self.link.send(frame, c).map_err(|e| self.fail(step, format!("send {text}"), vec![("error:".into(), e.to_string())]))?
+            self.link.send(frame, c).map_err(|e| {
+                self.fail(
+                    step,
+                    format!("send {text}"),
+                    vec![("error:".into(), e.to_string())],
+                )
+            })?
         };
         self.conn.on_sent(&tcp);
         self.mark(step, at, format!("the send at line {}", step.loc.line));
@@ -257,7 +332,11 @@ impl Run<'_> {
     fn window_start(&self, step: &Step, w: &Window) -> Result<(SystemTime, String), Failure> {
         match &w.since {
             Some(name) => self.named.get(name).cloned().ok_or_else(|| {
-                self.fail(step, format!("`since: {name}`: that step has not happened"), Vec::new())
+                self.fail(
+                    step,
+                    format!("`since: {name}`: that step has not happened"),
+                    Vec::new(),
+                )
             }),
             None => Ok((self.anchor, self.anchor_what.clone())),
         }
@@ -269,34 +348,80 @@ impl Run<'_> {
         let deadline = deadline_of(from + spec.window.within);
         let Some(got) = self.link.next_arrival(deadline) else {
             let w = matching::show_window(&spec.window);
-            return Err(self.fail(step, format!("expect {want}"), vec![
-                ("expected:".into(), want.clone()),
-                ("actual:".into(), format!("nothing arrived within {w} of {from_what}")),
-            ]));
+            return Err(self.fail(
+                step,
+                format!("expect {want}"),
+                vec![
+                    ("expected:".into(), want.clone()),
+                    (
+                        "actual:".into(),
+                        format!("nothing arrived within {w} of {from_what}"),
+                    ),
+                ],
+            ));
         };
         let actual = self.conn.describe_received(&got.tcp);
         let offset = offset_text(got.at, from);
         if let Err(why) = matching::check_segment(spec, &got, &self.conn) {
-            self.link.comment(got.frame, format!("UNEXPECTED: {} expected {want}: {why}", self.short_place(step)));
-            return Err(self.fail(step, format!("expect {want}"), vec![
-                ("expected:".into(), want.clone()),
-                ("actual:".into(), format!("{actual}  ({why}), at {offset} after {from_what}")),
-            ]));
+            self.link.comment(
+                got.frame,
+                format!(
+                    "UNEXPECTED: {} expected {want}: {why}",
+                    self.short_place(step)
+                ),
+            );
+            return Err(self.fail(
+                step,
+                format!("expect {want}"),
+                vec![
+                    ("expected:".into(), want.clone()),
+                    (
+                        "actual:".into(),
+                        format!("{actual}  ({why}), at {offset} after {from_what}"),
+                    ),
+                ],
+            ));
         }
         if let Err(why) = matching::check_time(&spec.window, got.at, from) {
-            self.link.comment(got.frame, format!("LATE/EARLY: matched {} but {why}", self.short_place(step)));
-            return Err(self.fail(step, format!("expect {want}"), vec![
-                ("expected:".into(), format!("{want} {}", matching::show_window(&spec.window))),
-                ("actual:".into(), format!("{actual} at {offset} after {from_what}: {why}")),
-            ]));
+            self.link.comment(
+                got.frame,
+                format!("LATE/EARLY: matched {} but {why}", self.short_place(step)),
+            );
+            return Err(self.fail(
+                step,
+                format!("expect {want}"),
+                vec![
+                    (
+                        "expected:".into(),
+                        format!("{want} {}", matching::show_window(&spec.window)),
+                    ),
+                    (
+                        "actual:".into(),
+                        format!("{actual} at {offset} after {from_what}: {why}"),
+                    ),
+                ],
+            ));
         }
         if spec.drop {
-            self.link.comment(got.frame, format!("matched {}, DROPPED by the harness (the peer ignores it): {actual}", self.short_place(step)));
+            self.link.comment(
+                got.frame,
+                format!(
+                    "matched {}, DROPPED by the harness (the peer ignores it): {actual}",
+                    self.short_place(step)
+                ),
+            );
         } else {
-            self.link.comment(got.frame, format!("matched {}: {actual} at {offset}", self.short_place(step)));
+            self.link.comment(
+                got.frame,
+                format!("matched {}: {actual} at {offset}", self.short_place(step)),
+            );
             self.conn.on_received(&got.tcp);
         }
-        self.mark(step, got.at, format!("the segment matched at line {}", step.loc.line));
+        self.mark(
+            step,
+            got.at,
+            format!("the segment matched at line {}", step.loc.line),
+        );
         Ok(())
     }
 
@@ -310,17 +435,37 @@ impl Run<'_> {
 
     fn unexpected(&self, step: &Step, got: Arrival, during: String) -> Failure {
         let actual = self.conn.describe_received(&got.tcp);
-        self.link.comment(got.frame, format!("UNEXPECTED during {} of {}: {actual}", during, self.short_place(step)));
+        self.link.comment(
+            got.frame,
+            format!(
+                "UNEXPECTED during {} of {}: {actual}",
+                during,
+                self.short_place(step)
+            ),
+        );
         let offset = offset_text(got.at, self.anchor);
-        self.fail(step, format!("{during}: the SUT sent a segment no step expects"), vec![
-            ("expected:".into(), "nothing".into()),
-            ("actual:".into(), format!("{actual} at {offset} after {}", self.anchor_what)),
-        ])
+        self.fail(
+            step,
+            format!("{during}: the SUT sent a segment no step expects"),
+            vec![
+                ("expected:".into(), "nothing".into()),
+                (
+                    "actual:".into(),
+                    format!("{actual} at {offset} after {}", self.anchor_what),
+                ),
+            ],
+        )
     }
 
     fn call(&mut self, step: &Step, call: &crate::script::Call) -> Result<(), Failure> {
         let timeout = self.sc.setup.call_timeout;
-        let done = self.sut.call(self.topo, call, timeout).map_err(|e| self.fail(step, format!("call {}", call.text), vec![("error:".into(), e)]))?;
+        let done = self.sut.call(self.topo, call, timeout).map_err(|e| {
+            self.fail(
+                step,
+                format!("call {}", call.text),
+                vec![("error:".into(), e)],
+            )
+        })?;
         let Some(done) = done else {
             return Err(self.fail(step, format!("call {}", call.text), vec![
                 ("expected:".into(), sut::show_outcome(&call.outcome)),
@@ -328,18 +473,31 @@ impl Run<'_> {
             ]));
         };
         self.check_call(step, call, &done)?;
-        self.mark(step, done.started, format!("the call at line {}", step.loc.line));
+        self.mark(
+            step,
+            done.started,
+            format!("the call at line {}", step.loc.line),
+        );
         Ok(())
     }
 
-    fn check_call(&self, step: &Step, call: &crate::script::Call, done: &Completed) -> Result<(), Failure> {
+    fn check_call(
+        &self,
+        step: &Step,
+        call: &crate::script::Call,
+        done: &Completed,
+    ) -> Result<(), Failure> {
         if sut::check_outcome(&call.outcome, &done.result) {
             return Ok(());
         }
-        Err(self.fail(step, format!("call {}", call.text), vec![
-            ("expected:".into(), sut::show_outcome(&call.outcome)),
-            ("actual:".into(), done.result.to_string()),
-        ]))
+        Err(self.fail(
+            step,
+            format!("call {}", call.text),
+            vec![
+                ("expected:".into(), sut::show_outcome(&call.outcome)),
+                ("actual:".into(), done.result.to_string()),
+            ],
+        ))
     }
 
     fn call_background(&mut self, step: &Step, call: &crate::script::Call) -> Result<(), Failure> {
@@ -347,30 +505,77 @@ impl Run<'_> {
         let started = self
             .sut
             .call_background(self.topo, &name, call)
-            .map_err(|e| self.fail(step, format!("call {}", call.text), vec![("error:".into(), e)]))?;
+            .map_err(|e| {
+                self.fail(
+                    step,
+                    format!("call {}", call.text),
+                    vec![("error:".into(), e)],
+                )
+            })?;
         self.background.insert(name, (call.clone(), started));
-        self.mark(step, started, format!("the start of call `{}` at line {}", call.text, step.loc.line));
+        self.mark(
+            step,
+            started,
+            format!(
+                "the start of call `{}` at line {}",
+                call.text, step.loc.line
+            ),
+        );
         Ok(())
     }
 
     fn await_call(&mut self, step: &Step, name: &str, w: &Window) -> Result<(), Failure> {
-        let (call, started) = self.background.remove(name).expect("checked when the script was loaded");
+        let (call, started) = self
+            .background
+            .remove(name)
+            .expect("checked when the script was loaded");
         let (from, from_what) = match &w.since {
             Some(_) => self.window_start(step, w)?,
             None => (started, format!("the start of `{}`", call.text)),
         };
         let Some(done) = self.sut.collect(name, &call, deadline_of(from + w.within)) else {
-            return Err(self.fail(step, format!("await {name}"), vec![
-                ("expected:".into(), format!("`{}` returns {} {}", call.text, sut::show_outcome(&call.outcome), matching::show_window(w))),
-                ("actual:".into(), format!("still blocked {} after {from_what}", show_duration(w.within))),
-            ]));
+            return Err(self.fail(
+                step,
+                format!("await {name}"),
+                vec![
+                    (
+                        "expected:".into(),
+                        format!(
+                            "`{}` returns {} {}",
+                            call.text,
+                            sut::show_outcome(&call.outcome),
+                            matching::show_window(w)
+                        ),
+                    ),
+                    (
+                        "actual:".into(),
+                        format!(
+                            "still blocked {} after {from_what}",
+                            show_duration(w.within)
+                        ),
+                    ),
+                ],
+            ));
         };
         self.check_call(step, &call, &done)?;
         if let Err(why) = matching::check_time(w, done.ended, from) {
-            return Err(self.fail(step, format!("await {name}"), vec![
-                ("expected:".into(), format!("`{}` returns {}", call.text, matching::show_window(w))),
-                ("actual:".into(), format!("returned {} after {from_what}: {why}", offset_text(done.ended, from))),
-            ]));
+            return Err(self.fail(
+                step,
+                format!("await {name}"),
+                vec![
+                    (
+                        "expected:".into(),
+                        format!("`{}` returns {}", call.text, matching::show_window(w)),
+                    ),
+                    (
+                        "actual:".into(),
+                        format!(
+                            "returned {} after {from_what}: {why}",
+                            offset_text(done.ended, from)
+                        ),
+                    ),
+                ],
+            ));
         }
         self.mark(step, done.ended, format!("the return of `{}`", call.text));
         Ok(())
@@ -384,18 +589,30 @@ impl Run<'_> {
         let remote = SocketAddr::new(self.conn.ep.src, self.conn.peer_port);
         let until = Instant::now() + SETTLE;
         loop {
-            let now = self.observer.connection(local, remote).map_err(|e| self.fail(step, "state".into(), vec![("error:".into(), format!("sock_diag: {e}"))]))?;
+            let now = self.observer.connection(local, remote).map_err(|e| {
+                self.fail(
+                    step,
+                    "state".into(),
+                    vec![("error:".into(), format!("sock_diag: {e}"))],
+                )
+            })?;
             let got = now.as_ref().map(|i| i.state);
             self.trace.record(SystemTime::now(), got);
             if got == want {
                 return Ok(());
             }
             if Instant::now() >= until {
-                let show = |s: Option<TcpState>| s.map_or("CLOSED (no socket)".to_string(), |s| s.name().to_string());
-                return Err(self.fail(step, format!("state {}", show(want)), vec![
-                    ("expected:".into(), show(want)),
-                    ("actual:".into(), show(got)),
-                ]));
+                let show = |s: Option<TcpState>| {
+                    s.map_or("CLOSED (no socket)".to_string(), |s| s.name().to_string())
+                };
+                return Err(self.fail(
+                    step,
+                    format!("state {}", show(want)),
+                    vec![
+                        ("expected:".into(), show(want)),
+                        ("actual:".into(), show(got)),
+                    ],
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -407,7 +624,14 @@ impl Run<'_> {
         let last = self.sc.steps.last().expect("a scenario has steps");
         let d = self.sc.setup.final_quiet;
         if let Some(got) = self.link.next_arrival(Instant::now() + d) {
-            return Err(self.unexpected(last, got, format!("the closing quiet period ({}) after the last step", show_duration(d))));
+            return Err(self.unexpected(
+                last,
+                got,
+                format!(
+                    "the closing quiet period ({}) after the last step",
+                    show_duration(d)
+                ),
+            ));
         }
         Ok(())
     }
@@ -416,7 +640,10 @@ impl Run<'_> {
     fn finish(&mut self) {
         for got in self.link.stop() {
             let actual = self.conn.describe_received(&got.tcp);
-            self.link.comment(got.frame, format!("UNEXPECTED (after the trial had failed or ended): {actual}"));
+            self.link.comment(
+                got.frame,
+                format!("UNEXPECTED (after the trial had failed or ended): {actual}"),
+            );
         }
         self.sut.close_all();
     }
@@ -459,4 +686,3 @@ fn show_precise(d: Duration) -> String {
         format!("{:.3}ms", d.as_secs_f64() * 1e3)
     }
 }
-

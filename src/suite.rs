@@ -44,7 +44,9 @@ fn files_under(root: &Path) -> Vec<(PathBuf, String)> {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -58,7 +60,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
 fn group_of(root: &Path, file: &Path) -> String {
     let rel = file.parent().and_then(|p| p.strip_prefix(root).ok());
     let parts: Vec<String> = rel
-        .map(|r| r.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     if parts.is_empty() {
         "misc".into()
@@ -76,7 +82,12 @@ fn reject_duplicate_names(suite: &mut Suite) {
             suite.errors.push(ScriptError {
                 file: sc.file.clone(),
                 loc: Loc { line: 1, column: 1 },
-                message: format!("scenario `{}::{}` is already defined in {}", sc.group, sc.name, first.display()),
+                message: format!(
+                    "scenario `{}::{}` is already defined in {}",
+                    sc.group,
+                    sc.name,
+                    first.display()
+                ),
                 source_line: None,
             });
             continue;

@@ -29,7 +29,9 @@ impl std::fmt::Display for CallResult {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             CallResult::Ret(n) => write!(f, "{n}"),
-            CallResult::Data(d) if d.len() <= 64 => write!(f, "{} bytes {:?}", d.len(), String::from_utf8_lossy(d)),
+            CallResult::Data(d) if d.len() <= 64 => {
+                write!(f, "{} bytes {:?}", d.len(), String::from_utf8_lossy(d))
+            }
             CallResult::Data(d) => write!(f, "{} bytes", d.len()),
             CallResult::Err(e) => write!(f, "-1 {e:?} ({})", e.desc()),
         }
@@ -58,11 +60,21 @@ pub struct KernelSut {
 
 impl KernelSut {
     pub fn new(sut: SocketAddr, peer: SocketAddr) -> KernelSut {
-        KernelSut { sut, peer, fds: HashMap::new(), background: HashMap::new() }
+        KernelSut {
+            sut,
+            peer,
+            fds: HashMap::new(),
+            background: HashMap::new(),
+        }
     }
 
     /// Starts a call. Returns when it completes, or None after `timeout` (it goes on running).
-    pub fn call(&mut self, topo: &Topology, call: &Call, timeout: Duration) -> Result<Option<Completed>, String> {
+    pub fn call(
+        &mut self,
+        topo: &Topology,
+        call: &Call,
+        timeout: Duration,
+    ) -> Result<Option<Completed>, String> {
         let rx = self.start(topo, call)?;
         match rx.recv_timeout(timeout) {
             Ok(done) => {
@@ -74,7 +86,12 @@ impl KernelSut {
     }
 
     /// Starts a call in the background, to be collected with [`KernelSut::collect`].
-    pub fn call_background(&mut self, topo: &Topology, name: &str, call: &Call) -> Result<SystemTime, String> {
+    pub fn call_background(
+        &mut self,
+        topo: &Topology,
+        name: &str,
+        call: &Call,
+    ) -> Result<SystemTime, String> {
         let started = SystemTime::now();
         let rx = self.start(topo, call)?;
         self.background.insert(name.to_string(), rx);
@@ -84,7 +101,9 @@ impl KernelSut {
     /// Waits for a background call until `deadline`.
     pub fn collect(&mut self, name: &str, call: &Call, deadline: Instant) -> Option<Completed> {
         let rx = self.background.get(name)?;
-        let done = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+        let done = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()?;
         self.background.remove(name);
         self.record(call, &done.result);
         Some(done)
@@ -100,8 +119,14 @@ impl KernelSut {
         if func == Func::Socket {
             // socket() must run inside the SUT netns.
             let started = SystemTime::now();
-            let result = topo.run_in_sut(move || new_socket(sut.ip())).map_err(|e| e.to_string())?;
-            let _ = tx.send(Completed { started, ended: SystemTime::now(), result });
+            let result = topo
+                .run_in_sut(move || new_socket(sut.ip()))
+                .map_err(|e| e.to_string())?;
+            let _ = tx.send(Completed {
+                started,
+                ended: SystemTime::now(),
+                result,
+            });
             return Ok(rx);
         }
         std::thread::Builder::new()
@@ -109,7 +134,11 @@ impl KernelSut {
             .spawn(move || {
                 let started = SystemTime::now();
                 let result = execute(&func, fd, sut, peer);
-                let _ = tx.send(Completed { started, ended: SystemTime::now(), result });
+                let _ = tx.send(Completed {
+                    started,
+                    ended: SystemTime::now(),
+                    result,
+                });
             })
             .map_err(|e| format!("cannot start a call thread: {e}"))?;
         Ok(rx)
@@ -157,13 +186,20 @@ fn ret(rc: isize) -> CallResult {
 }
 
 fn new_socket(ip: IpAddr) -> CallResult {
-    let domain = if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if ip.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2).
     let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return CallResult::Err(Errno::last());
     }
-    let tv = libc::timeval { tv_sec: SOCKET_IO_TIMEOUT.as_secs() as i64, tv_usec: 0 };
+    let tv = libc::timeval {
+        tv_sec: SOCKET_IO_TIMEOUT.as_secs() as i64,
+        tv_usec: 0,
+    };
     for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         setsockopt_raw(fd, libc::SOL_SOCKET, opt, &tv);
     }
@@ -173,8 +209,13 @@ fn new_socket(ip: IpAddr) -> CallResult {
 fn setsockopt_raw<T>(fd: RawFd, level: i32, name: i32, value: &T) -> isize {
     // SAFETY: the pointer and length describe `value`.
     unsafe {
-        libc::setsockopt(fd, level, name, value as *const T as *const libc::c_void, std::mem::size_of::<T>() as u32)
-            as isize
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as u32,
+        ) as isize
     }
 }
 
@@ -184,13 +225,31 @@ fn execute(func: &Func, fd: RawFd, sut: SocketAddr, peer: SocketAddr) -> CallRes
     // descriptor makes the kernel answer EBADF, which is a result the script may expect.
     match func {
         Func::Socket => new_socket(sut.ip()),
-        Func::Bind => with_sockaddr(sut, |sa, len| ret(unsafe { libc::bind(fd, sa, len) } as isize)),
-        Func::Connect => with_sockaddr(peer, |sa, len| ret(unsafe { libc::connect(fd, sa, len) } as isize)),
+        Func::Bind => with_sockaddr(sut, |sa, len| {
+            ret(unsafe { libc::bind(fd, sa, len) } as isize)
+        }),
+        Func::Connect => with_sockaddr(peer, |sa, len| {
+            ret(unsafe { libc::connect(fd, sa, len) } as isize)
+        }),
         Func::Listen { backlog } => ret(unsafe { libc::listen(fd, *backlog) } as isize),
-        Func::Accept => ret(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) } as isize),
+        Func::Accept => ret(unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        } as isize),
         Func::Write(p) => {
             let bytes = p.bytes();
-            ret(unsafe { libc::send(fd, bytes.as_ptr() as *const _, bytes.len(), libc::MSG_NOSIGNAL) })
+            ret(unsafe {
+                libc::send(
+                    fd,
+                    bytes.as_ptr() as *const _,
+                    bytes.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            })
         }
         Func::Read { max } => {
             let mut buf = vec![0u8; *max];
@@ -219,7 +278,10 @@ fn set_option(fd: RawFd, opt: &SockOpt) -> isize {
     let int = |level, name, v: i32| setsockopt_raw(fd, level, name, &v);
     match *opt {
         SockOpt::Linger { on, secs } => {
-            let l = libc::linger { l_onoff: on as i32, l_linger: secs };
+            let l = libc::linger {
+                l_onoff: on as i32,
+                l_linger: secs,
+            };
             setsockopt_raw(fd, libc::SOL_SOCKET, libc::SO_LINGER, &l)
         }
         SockOpt::Linger2(v) => int(libc::IPPROTO_TCP, libc::TCP_LINGER2, v),
@@ -231,26 +293,39 @@ fn set_option(fd: RawFd, opt: &SockOpt) -> isize {
     }
 }
 
-fn with_sockaddr<R>(addr: SocketAddr, f: impl FnOnce(*const libc::sockaddr, libc::socklen_t) -> R) -> R {
+fn with_sockaddr<R>(
+    addr: SocketAddr,
+    f: impl FnOnce(*const libc::sockaddr, libc::socklen_t) -> R,
+) -> R {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
                 sin_zero: [0; 8],
             };
-            f(&sin as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sin) as u32)
+            f(
+                &sin as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sin) as u32,
+            )
         }
         SocketAddr::V6(a) => {
             let sin6 = libc::sockaddr_in6 {
                 sin6_family: libc::AF_INET6 as u16,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: 0,
             };
-            f(&sin6 as *const _ as *const libc::sockaddr, std::mem::size_of_val(&sin6) as u32)
+            f(
+                &sin6 as *const _ as *const libc::sockaddr,
+                std::mem::size_of_val(&sin6) as u32,
+            )
         }
     }
 }

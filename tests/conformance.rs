@@ -18,12 +18,21 @@ fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // Relative paths when run from the package root (cargo does), so messages stay short.
-    let suites = if PathBuf::from("suites").is_dir() { PathBuf::from("suites") } else { root.join("suites") };
+    let suites = if PathBuf::from("suites").is_dir() {
+        PathBuf::from("suites")
+    } else {
+        root.join("suites")
+    };
     let pcap_dir = std::env::var_os("HALFCLOSE_PCAP_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target").join("halfclose"));
     let loaded = suite::load(&[suites]);
     let records = Arc::new(Mutex::new(Vec::new()));
-    let trials = report::trials(&loaded.scenarios, &loaded.errors, &TrialConfig { pcap_dir }, &records);
+    let trials = report::trials(
+        &loaded.scenarios,
+        &loaded.errors,
+        &TrialConfig { pcap_dir },
+        &records,
+    );
     libtest_mimic::run(&args, trials).exit();
 }

@@ -31,7 +31,11 @@ pub fn describe_expect(spec: &ExpectSpec) -> String {
 
 pub fn show_window(w: &Window) -> String {
     let base = match w.after {
-        Some(a) => format!("between {} and {}", show_duration(a), show_duration(w.within)),
+        Some(a) => format!(
+            "between {} and {}",
+            show_duration(a),
+            show_duration(w.within)
+        ),
         None => format!("within {}", show_duration(w.within)),
     };
     match &w.since {
@@ -52,7 +56,11 @@ pub fn check_segment(spec: &ExpectSpec, got: &Arrival, conn: &PeerConn) -> Resul
     }
     if let Some(seq) = spec.seq {
         // The SUT's ISN is whatever its SYN carries; until then only a SYN can be matched.
-        let base = if tcp.flags.contains(TcpFlags::SYN) && conn.sut_isn.is_none() { Some(tcp.seq) } else { conn.sut_isn };
+        let base = if tcp.flags.contains(TcpFlags::SYN) && conn.sut_isn.is_none() {
+            Some(tcp.seq)
+        } else {
+            conn.sut_isn
+        };
         match base {
             Some(base) if seq.resolve(base) != tcp.seq => {
                 diffs.push(format!("seq {} ≠ {seq}", wire::seq::rel(tcp.seq, base)))
@@ -98,7 +106,10 @@ fn payload_diff(want: &[u8], got: &[u8]) -> String {
 /// Options in order, NOP and EOL (padding) not counted.
 fn options_match(want: &[OptSpec], got: &[TcpOption]) -> bool {
     let real = |o: &&TcpOption| !matches!(o, TcpOption::Nop | TcpOption::Eol);
-    let want: Vec<&OptSpec> = want.iter().filter(|o| !matches!(o, OptSpec::Exact(TcpOption::Nop | TcpOption::Eol))).collect();
+    let want: Vec<&OptSpec> = want
+        .iter()
+        .filter(|o| !matches!(o, OptSpec::Exact(TcpOption::Nop | TcpOption::Eol)))
+        .collect();
     let got: Vec<&TcpOption> = got.iter().filter(real).collect();
     want.len() == got.len()
         && want.iter().zip(got).all(|(w, g)| match w {
@@ -120,10 +131,18 @@ pub fn check_time(w: &Window, at: SystemTime, from: SystemTime) -> Result<(), St
         }
     };
     if let Some(after) = w.after.filter(|a| offset < *a) {
-        return Err(format!("too early: {} is before the window opens at {}", show_precise(offset), show_duration(after)));
+        return Err(format!(
+            "too early: {} is before the window opens at {}",
+            show_precise(offset),
+            show_duration(after)
+        ));
     }
     if offset > w.within {
-        return Err(format!("too late: {} is after the window closed at {}", show_precise(offset), show_duration(w.within)));
+        return Err(format!(
+            "too late: {} is after the window closed at {}",
+            show_precise(offset),
+            show_duration(w.within)
+        ));
     }
     Ok(())
 }

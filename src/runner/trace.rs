@@ -22,7 +22,10 @@ impl Trace {
     }
 
     pub fn names(&self) -> Vec<&'static str> {
-        self.states.iter().map(|(_, s)| s.map_or("CLOSED", |s| s.name())).collect()
+        self.states
+            .iter()
+            .map(|(_, s)| s.map_or("CLOSED", |s| s.name()))
+            .collect()
     }
 }
 

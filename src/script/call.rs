@@ -18,13 +18,17 @@ pub enum Func {
     Socket,
     /// Binds to the SUT address and the scenario's SUT port.
     Bind,
-    Listen { backlog: i32 },
+    Listen {
+        backlog: i32,
+    },
     /// Accepts a connection; its name comes from `= name` (default `conn`).
     Accept,
     /// Connects to the peer's address and port.
     Connect,
     Write(Payload),
-    Read { max: usize },
+    Read {
+        max: usize,
+    },
     Shutdown(How),
     Close,
     /// A second descriptor for the same socket; its name comes from `= name`.
@@ -108,7 +112,10 @@ impl fmt::Display for CallError {
 }
 
 fn err<T>(offset: usize, message: impl Into<String>) -> Result<T, CallError> {
-    Err(CallError { offset, message: message.into() })
+    Err(CallError {
+        offset,
+        message: message.into(),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -189,7 +196,12 @@ impl<'a> Lexer<'a> {
                     Some((_, 'r')) => out.push(b'\r'),
                     Some((_, 't')) => out.push(b'\t'),
                     Some((_, c @ ('\\' | '"'))) => out.push(c as u8),
-                    _ => return err(self.pos + i, "unknown escape; expected \\n, \\r, \\t, \\\\ or \\\""),
+                    _ => {
+                        return err(
+                            self.pos + i,
+                            "unknown escape; expected \\n, \\r, \\t, \\\\ or \\\"",
+                        )
+                    }
                 },
                 c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
@@ -209,7 +221,10 @@ impl<'a> Lexer<'a> {
         }
         match self.ident() {
             Some((_, id)) => Ok((at, Arg::Ident(id.to_string()))),
-            None => err(at, "expected an argument: a number, a \"string\", a descriptor name or a constant"),
+            None => err(
+                at,
+                "expected an argument: a number, a \"string\", a descriptor name or a constant",
+            ),
         }
     }
 }
@@ -217,7 +232,9 @@ impl<'a> Lexer<'a> {
 /// Parses `func(args) [= outcome]`.
 pub fn parse_call(text: &str) -> Result<Call, CallError> {
     let mut lx = Lexer { s: text, pos: 0 };
-    let (name_at, name) = lx.ident().map_or_else(|| err(0, "expected a call like close() or write(100)"), Ok)?;
+    let (name_at, name) = lx
+        .ident()
+        .map_or_else(|| err(0, "expected a call like close() or write(100)"), Ok)?;
     if !lx.eat('(') {
         // `close` alone reads naturally; accept a bare name as a call without arguments.
         if lx.peek().is_some_and(|c| c != '=') {
@@ -229,7 +246,12 @@ pub fn parse_call(text: &str) -> Result<Call, CallError> {
     finish(&mut lx, name_at, name, Vec::new(), text)
 }
 
-fn parse_after_paren(lx: &mut Lexer, name_at: usize, name: &str, text: &str) -> Result<Call, CallError> {
+fn parse_after_paren(
+    lx: &mut Lexer,
+    name_at: usize,
+    name: &str,
+    text: &str,
+) -> Result<Call, CallError> {
     let mut args = Vec::new();
     if !lx.eat(')') {
         loop {
@@ -266,13 +288,26 @@ fn finish(
     if let Some(c) = lx.peek() {
         return err(lx.pos, format!("unexpected `{c}` after the call"));
     }
-    Ok(Call { func, fd, outcome, text: text.trim().to_string() })
+    Ok(Call {
+        func,
+        fd,
+        outcome,
+        text: text.trim().to_string(),
+    })
 }
 
-fn build_func(name_at: usize, name: &str, args: &[(usize, Arg)], end: usize) -> Result<Func, CallError> {
+fn build_func(
+    name_at: usize,
+    name: &str,
+    args: &[(usize, Arg)],
+    end: usize,
+) -> Result<Func, CallError> {
     let arity = |n: usize| -> Result<(), CallError> {
         match args.get(n) {
-            Some((at, _)) => err(*at, format!("{name}() takes {n} argument(s) besides the descriptor")),
+            Some((at, _)) => err(
+                *at,
+                format!("{name}() takes {n} argument(s) besides the descriptor"),
+            ),
             None => Ok(()),
         }
     };
@@ -450,8 +485,14 @@ fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<Outcome, CallError> {
             })
         }
         Some((_, id)) if returns_fd => Ok(Outcome::NewFd(id.to_string())),
-        Some((_, id)) => err(at, format!("`{id}`: only socket(), accept() and dup() return a descriptor to name")),
-        None => err(at, "expected a result: a number, -1 ERRNO, a \"string\" (read) or a descriptor name"),
+        Some((_, id)) => err(
+            at,
+            format!("`{id}`: only socket(), accept() and dup() return a descriptor to name"),
+        ),
+        None => err(
+            at,
+            "expected a result: a number, -1 ERRNO, a \"string\" (read) or a descriptor name",
+        ),
     }
 }
 
@@ -509,7 +550,10 @@ mod tests {
     #[test]
     fn defaults() {
         let c = ok("close()");
-        assert_eq!((c.func, c.fd.as_str(), c.outcome), (Func::Close, "conn", Outcome::Ret(0)));
+        assert_eq!(
+            (c.func, c.fd.as_str(), c.outcome),
+            (Func::Close, "conn", Outcome::Ret(0))
+        );
         assert_eq!(ok("close").func, Func::Close);
         assert_eq!(ok("write(100)").outcome, Outcome::Ret(100));
         assert_eq!(ok("accept(lsn)").outcome, Outcome::NewFd("conn".into()));
@@ -517,10 +561,19 @@ mod tests {
 
     #[test]
     fn outcomes_and_descriptors() {
-        assert_eq!(ok("write(5) = -1 EPIPE").outcome, Outcome::Errno(Errno::EPIPE));
-        assert_eq!(ok("read(10) = \"hi\\n\"").outcome, Outcome::Data(b"hi\n".to_vec()));
+        assert_eq!(
+            ok("write(5) = -1 EPIPE").outcome,
+            Outcome::Errno(Errno::EPIPE)
+        );
+        assert_eq!(
+            ok("read(10) = \"hi\\n\"").outcome,
+            Outcome::Data(b"hi\n".to_vec())
+        );
         let d = ok("dup(conn) = fd2");
-        assert_eq!((d.func, d.fd.as_str(), d.outcome), (Func::Dup, "conn", Outcome::NewFd("fd2".into())));
+        assert_eq!(
+            (d.func, d.fd.as_str(), d.outcome),
+            (Func::Dup, "conn", Outcome::NewFd("fd2".into()))
+        );
         assert_eq!(ok("close(fd2)").fd, "fd2");
         assert_eq!(ok("shutdown(SHUT_WR) = 0").func, Func::Shutdown(How::Wr));
         assert_eq!(
@@ -538,6 +591,9 @@ mod tests {
         assert_eq!(parse_call("write(5) = -1 EFOO").unwrap_err().offset, 14);
         assert!(parse_call("write(5").unwrap_err().message.contains("`)`"));
         assert!(parse_call("close() = x").is_err());
-        assert!(parse_call("setsockopt(SO_LINGER, 1)").unwrap_err().message.contains("2 value"));
+        assert!(parse_call("setsockopt(SO_LINGER, 1)")
+            .unwrap_err()
+            .message
+            .contains("2 value"));
     }
 }

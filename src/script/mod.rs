@@ -41,7 +41,10 @@ impl Loc {
         Loc::from_location(s.referenced)
     }
     fn from_location(l: Location) -> Loc {
-        Loc { line: l.line() as u32, column: l.column() as u32 }
+        Loc {
+            line: l.line() as u32,
+            column: l.column() as u32,
+        }
     }
 }
 
@@ -57,7 +60,14 @@ pub struct ScriptError {
 
 impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.loc.line, self.loc.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.loc.line,
+            self.loc.column,
+            self.message
+        )?;
         if let Some(src) = &self.source_line {
             let pad = " ".repeat(self.loc.column.saturating_sub(1) as usize);
             write!(f, "\n    | {src}\n    | {pad}^")?;
@@ -91,7 +101,14 @@ pub struct PeerConfig {
 
 impl Default for PeerConfig {
     fn default() -> Self {
-        PeerConfig { isn: 1_000_000, win: 65535, mss: 1460, wscale: Some(7), sack: false, timestamps: false }
+        PeerConfig {
+            isn: 1_000_000,
+            win: 65535,
+            mss: 1460,
+            wscale: Some(7),
+            sack: false,
+            timestamps: false,
+        }
     }
 }
 
@@ -147,8 +164,14 @@ pub enum Action {
     Send(SendSpec),
     Expect(ExpectSpec),
     Quiet(Duration),
-    Call { call: Call, background: bool },
-    Await { name: String, window: Window },
+    Call {
+        call: Call,
+        background: bool,
+    },
+    Await {
+        name: String,
+        window: Window,
+    },
     /// None means CLOSED: no socket for the connection.
     State(Option<TcpState>),
     Wait(Duration),
@@ -211,9 +234,19 @@ struct Cx<'a> {
 impl Cx<'_> {
     fn error(&self, loc: Loc, message: impl Into<String>) -> ScriptError {
         let source_line = (loc.line > 0)
-            .then(|| self.text.lines().nth(loc.line as usize - 1).map(str::to_string))
+            .then(|| {
+                self.text
+                    .lines()
+                    .nth(loc.line as usize - 1)
+                    .map(str::to_string)
+            })
             .flatten();
-        ScriptError { file: self.file.to_path_buf(), loc, message: message.into(), source_line }
+        ScriptError {
+            file: self.file.to_path_buf(),
+            loc,
+            message: message.into(),
+            source_line,
+        }
     }
 
     fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> ScriptError {
@@ -231,6 +264,11 @@ impl Cx<'_> {
 
 fn strip_location_suffix(m: &str) -> String {
     let first = m.lines().next().unwrap_or(m);
+    // The library's advice on its own options means nothing to a script author.
+    let first = first
+        .split(", set DuplicateKeyPolicy")
+        .next()
+        .unwrap_or(first);
     match first.rfind(" at line ") {
         Some(i) => first[..i].to_string(),
         None => first.to_string(),
@@ -249,7 +287,12 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
     let open_loc = setup_raw
         .and_then(|s| s.value.open.as_ref().map(Loc::of))
         .unwrap_or_else(|| Loc::of(&raw.name));
-    let sockopts = lower_sockopts(cx, setup_raw.map(|s| s.value.sockopts.as_slice()).unwrap_or(&[]))?;
+    let sockopts = lower_sockopts(
+        cx,
+        setup_raw
+            .map(|s| s.value.sockopts.as_slice())
+            .unwrap_or(&[]),
+    )?;
     if setup.open == Open::None && !sockopts.is_empty() {
         let at = setup_raw.map(|s| Loc::of(s)).unwrap_or_default();
         return Err(cx.error(at, "`sockopts` needs `open: passive` or `open: active`; with `open: none` call setsockopt() in the steps"));
@@ -279,22 +322,33 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
 fn check_name(cx: &Cx, s: &Spanned<String>, what: &str) -> Result<String, ScriptError> {
     let v = &s.value;
     let ok = !v.is_empty()
-        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !v.starts_with('-');
     if !ok {
-        return Err(cx.at(s, format!("{what} `{v}` must be lowercase letters, digits and dashes, like active-close")));
+        return Err(cx.at(
+            s,
+            format!("{what} `{v}` must be lowercase letters, digits and dashes, like active-close"),
+        ));
     }
     Ok(v.clone())
 }
 
 fn lower_families(cx: &Cx, raw: Option<&[Spanned<String>]>) -> Result<Vec<Family>, ScriptError> {
-    let Some(list) = raw else { return Ok(Family::ALL.to_vec()) };
+    let Some(list) = raw else {
+        return Ok(Family::ALL.to_vec());
+    };
     let mut out = Vec::new();
     for f in list {
         let fam = match f.value.as_str() {
             "ipv4" => Family::V4,
             "ipv6" => Family::V6,
-            other => return Err(cx.at(f, format!("unknown family `{other}`; expected ipv4 or ipv6"))),
+            other => {
+                return Err(cx.at(
+                    f,
+                    format!("unknown family `{other}`; expected ipv4 or ipv6"),
+                ))
+            }
         };
         if !out.contains(&fam) {
             out.push(fam);
@@ -351,7 +405,13 @@ fn check_sysctl(cx: &Cx, key: &str, value: &Spanned<SysctlValue>) -> Result<Stri
         return Err(cx.at(value, format!("sysctl `{key}` is not per network namespace; expected a net.* key like net.ipv4.tcp_fin_timeout")));
     }
     if !crate::topology::sysctl_exists(key) {
-        return Err(cx.at(value, format!("unknown sysctl `{key}` (no /proc/sys/{} on this kernel)", key.replace('.', "/"))));
+        return Err(cx.at(
+            value,
+            format!(
+                "unknown sysctl `{key}` (no /proc/sys/{} on this kernel)",
+                key.replace('.', "/")
+            ),
+        ));
     }
     Ok(key.to_string())
 }
@@ -359,8 +419,12 @@ fn check_sysctl(cx: &Cx, key: &str, value: &Spanned<SysctlValue>) -> Result<Stri
 fn lower_sockopts(cx: &Cx, raw: &[Spanned<String>]) -> Result<Vec<SockOpt>, ScriptError> {
     raw.iter()
         .map(|s| {
-            call::parse_sockopt_text(&s.value)
-                .map_err(|e| cx.error(inner_loc(cx, s, e.offset), format!("{e}; expected e.g. `SO_LINGER, 1, 0`")))
+            call::parse_sockopt_text(&s.value).map_err(|e| {
+                cx.error(
+                    inner_loc(cx, s, e.offset),
+                    format!("{e}; expected e.g. `SO_LINGER, 1, 0`"),
+                )
+            })
         })
         .collect()
 }
@@ -369,26 +433,52 @@ fn lower_sockopts(cx: &Cx, raw: &[Spanned<String>]) -> Result<Vec<SockOpt>, Scri
 /// (the kinds scripts use for calls), the scalar's start otherwise.
 fn inner_loc<T>(cx: &Cx, s: &Spanned<T>, offset: usize) -> Loc {
     let base = Loc::of(s);
-    let line = cx.text.lines().nth(base.line.saturating_sub(1) as usize).unwrap_or("");
+    let line = cx
+        .text
+        .lines()
+        .nth(base.line.saturating_sub(1) as usize)
+        .unwrap_or("");
     let start = base.column.saturating_sub(1) as usize;
-    let quoted = line.chars().nth(start).is_some_and(|c| c == '"' || c == '\'');
+    let quoted = line
+        .chars()
+        .nth(start)
+        .is_some_and(|c| c == '"' || c == '\'');
     let col = base.column + offset as u32 + u32::from(quoted);
-    Loc { line: base.line, column: col }
+    Loc {
+        line: base.line,
+        column: col,
+    }
 }
 
 /// The steps the `open:` shorthand stands for, so the engine has one way to do everything.
 fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
-    let step = |action| Step { loc, name: None, action, implicit: true };
+    let step = |action| Step {
+        loc,
+        name: None,
+        action,
+        implicit: true,
+    };
     let call = |text: &str| {
         let c = call::parse_call(text).expect("built-in call text parses");
-        step(Action::Call { call: c, background: false })
+        step(Action::Call {
+            call: c,
+            background: false,
+        })
     };
-    let fd = if setup.open == Open::Active { "conn" } else { "lsn" };
+    let fd = if setup.open == Open::Active {
+        "conn"
+    } else {
+        "lsn"
+    };
     let setsockopts = sockopts.iter().map(|o| {
-        let mut c = call::parse_call(&format!("setsockopt({fd}, SO_KEEPALIVE, 0)")).expect("parses");
+        let mut c =
+            call::parse_call(&format!("setsockopt({fd}, SO_KEEPALIVE, 0)")).expect("parses");
         c.func = Func::SetSockOpt(*o);
         c.text = format!("setsockopt({fd}, {o:?})");
-        step(Action::Call { call: c, background: false })
+        step(Action::Call {
+            call: c,
+            background: false,
+        })
     });
     let syn = |flags: &str, seq: i64, ack: Option<i64>| SendSpec {
         flags: flags.parse().expect("flags"),
@@ -408,7 +498,11 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
         len: Some(0),
         data: None,
         options: None,
-        window: Window { after: None, within: DEFAULT_WITHIN, since: None },
+        window: Window {
+            after: None,
+            within: DEFAULT_WITHIN,
+            since: None,
+        },
         drop: false,
     };
     let mut out = Vec::new();
@@ -438,8 +532,15 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
             out.push(step(Action::Expect(expect("S", 0, None))));
             out.push(step(Action::Send(syn("S.", 0, Some(1)))));
             out.push(step(Action::Expect(expect(".", 1, Some(1)))));
-            let window = Window { after: None, within: setup.call_timeout, since: None };
-            out.push(step(Action::Await { name: "connect".into(), window }));
+            let window = Window {
+                after: None,
+                within: setup.call_timeout,
+                since: None,
+            };
+            out.push(step(Action::Await {
+                name: "connect".into(),
+                window,
+            }));
         }
     }
     out
@@ -458,20 +559,44 @@ fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Step, ScriptError> {
     ];
     match actions.iter().filter(|a| **a).count() {
         1 => {}
-        0 => return Err(cx.at(s, "a step needs one action: send, expect, quiet, call, await, state or wait")),
-        _ => return Err(cx.at(s, "a step has one action; this one has several (split it into one step per action)")),
+        0 => {
+            return Err(cx.at(
+                s,
+                "a step needs one action: send, expect, quiet, call, await, state or wait",
+            ))
+        }
+        _ => {
+            return Err(cx.at(
+                s,
+                "a step has one action; this one has several (split it into one step per action)",
+            ))
+        }
     }
     let modifier_misplaced = |what: &str, ok: bool, at: Option<Loc>| -> Result<(), ScriptError> {
         match at {
-            Some(loc) if !ok => Err(cx.error(loc, format!("`{what}` belongs to {}", match what {
-                "background" => "a `call` step",
-                _ => "an `await` step (for send/expect put it inside the braces)",
-            }))),
+            Some(loc) if !ok => Err(cx.error(
+                loc,
+                format!(
+                    "`{what}` belongs to {}",
+                    match what {
+                        "background" => "a `call` step",
+                        _ => "an `await` step (for send/expect put it inside the braces)",
+                    }
+                ),
+            )),
             _ => Ok(()),
         }
     };
-    modifier_misplaced("background", r.call.is_some(), r.background.as_ref().map(Loc::of))?;
-    for (what, at) in [("after", r.after.as_ref().map(Loc::of)), ("within", r.within.as_ref().map(Loc::of)), ("since", r.since.as_ref().map(Loc::of))] {
+    modifier_misplaced(
+        "background",
+        r.call.is_some(),
+        r.background.as_ref().map(Loc::of),
+    )?;
+    for (what, at) in [
+        ("after", r.after.as_ref().map(Loc::of)),
+        ("within", r.within.as_ref().map(Loc::of)),
+        ("since", r.since.as_ref().map(Loc::of)),
+    ] {
         modifier_misplaced(what, r.await_.is_some(), at)?;
     }
     let action = lower_action(cx, r)?;
@@ -479,10 +604,25 @@ fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Step, ScriptError> {
         Some(n) => Some(check_name(cx, n, "step name")?),
         None => None,
     };
-    if matches!(action, Action::Call { background: true, .. }) && name.is_none() {
-        return Err(cx.at(s, "a background call needs a `name:` so an `await` step can check its result"));
+    if matches!(
+        action,
+        Action::Call {
+            background: true,
+            ..
+        }
+    ) && name.is_none()
+    {
+        return Err(cx.at(
+            s,
+            "a background call needs a `name:` so an `await` step can check its result",
+        ));
     }
-    Ok(Step { loc: Loc::of(s), name, action, implicit: false })
+    Ok(Step {
+        loc: Loc::of(s),
+        name,
+        action,
+        implicit: false,
+    })
 }
 
 fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
@@ -499,17 +639,24 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
         return Ok(Action::Wait(w.value.0));
     }
     if let Some(c) = &r.call {
-        let call = call::parse_call(&c.value).map_err(|e| cx.error(inner_loc(cx, c, e.offset), e.message))?;
+        let call = call::parse_call(&c.value)
+            .map_err(|e| cx.error(inner_loc(cx, c, e.offset), e.message))?;
         let background = r.background.as_ref().is_some_and(|b| b.value);
         return Ok(Action::Call { call, background });
     }
     if let Some(a) = &r.await_ {
         let window = Window {
             after: r.after.as_ref().map(|d| d.value.0),
-            within: r.within.as_ref().map_or(DEFAULT_CALL_TIMEOUT, |d| d.value.0),
+            within: r
+                .within
+                .as_ref()
+                .map_or(DEFAULT_CALL_TIMEOUT, |d| d.value.0),
             since: r.since.as_ref().map(|s| s.value.clone()),
         };
-        return Ok(Action::Await { name: a.value.clone(), window });
+        return Ok(Action::Await {
+            name: a.value.clone(),
+            window,
+        });
     }
     let st = r.state.as_ref().expect("one action is present");
     if st.value.eq_ignore_ascii_case("CLOSED") {
@@ -521,7 +668,10 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
         .map_err(|e| cx.at(st, format!("{e} (or CLOSED: no socket left)")))
 }
 
-fn lower_options(cx: &Cx, raw: &Option<Vec<Spanned<String>>>) -> Result<Option<Vec<OptSpec>>, ScriptError> {
+fn lower_options(
+    cx: &Cx,
+    raw: &Option<Vec<Spanned<String>>>,
+) -> Result<Option<Vec<OptSpec>>, ScriptError> {
     let Some(list) = raw else { return Ok(None) };
     list.iter()
         .map(|o| values::parse_option(&o.value).map_err(|e| cx.at(o, e)))
@@ -533,7 +683,12 @@ fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
     let r = &s.value;
     let payload = match (&r.len, &r.data) {
         (Some(l), Some(_)) => return Err(cx.at(l, "give `len` or `data`, not both")),
-        (Some(l), None) if l.value > 1 << 20 => return Err(cx.at(l, "len above 1 MiB; a segment carries at most one MSS anyway")),
+        (Some(l), None) if l.value > 1 << 20 => {
+            return Err(cx.at(
+                l,
+                "len above 1 MiB; a segment carries at most one MSS anyway",
+            ))
+        }
         (Some(l), None) => call::filler(l.value as usize),
         (None, Some(d)) => d.as_bytes().to_vec(),
         (None, None) => Vec::new(),
@@ -560,7 +715,10 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
     let data = r.data.as_ref().map(|d| d.as_bytes().to_vec());
     if let (Some(len), Some(d)) = (r.len, &data) {
         if len as usize != d.len() {
-            return Err(cx.at(s, format!("`len: {len}` disagrees with `data` ({} bytes)", d.len())));
+            return Err(cx.at(
+                s,
+                format!("`len: {len}` disagrees with `data` ({} bytes)", d.len()),
+            ));
         }
     }
     Ok(ExpectSpec {
@@ -607,7 +765,12 @@ fn check_flow(cx: &Cx, steps: &[Step]) -> Result<(), ScriptError> {
                 Some(i) => {
                     pending.remove(i);
                 }
-                None => return Err(cx.error(s.loc, format!("`await: {name}` names no earlier background call still running"))),
+                None => {
+                    return Err(cx.error(
+                        s.loc,
+                        format!("`await: {name}` names no earlier background call still running"),
+                    ))
+                }
             },
             _ => {}
         }
@@ -618,8 +781,14 @@ fn check_flow(cx: &Cx, steps: &[Step]) -> Result<(), ScriptError> {
         }
     }
     if let Some(p) = pending.first() {
-        let s = steps.iter().find(|s| s.name.as_deref() == Some(p)).expect("pending came from a step");
-        return Err(cx.error(s.loc, format!("background call `{p}` is never awaited; add a step `await: {p}`")));
+        let s = steps
+            .iter()
+            .find(|s| s.name.as_deref() == Some(p))
+            .expect("pending came from a step");
+        return Err(cx.error(
+            s.loc,
+            format!("background call `{p}` is never awaited; add a step `await: {p}`"),
+        ));
     }
     Ok(())
 }

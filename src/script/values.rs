@@ -22,16 +22,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("`{t}` has no unit; expected a duration like 200ms, 2s or 500us"))?;
     let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{t}` is not a duration; expected a number then a unit, like 1.5s"))?;
+    let value: f64 = num.parse().map_err(|_| {
+        format!("`{t}` is not a duration; expected a number then a unit, like 1.5s")
+    })?;
     let scale = match unit.trim() {
         "s" => 1.0,
         "ms" => 1e-3,
         "us" | "µs" => 1e-6,
         "ns" => 1e-9,
         "min" | "m" => 60.0,
-        other => return Err(format!("unknown unit `{other}` in `{t}`; expected s, ms, us or ns")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{t}`; expected s, ms, us or ns"
+            ))
+        }
     };
     if !value.is_finite() || value < 0.0 || value * scale > 86_400.0 {
         return Err(format!("`{t}` is out of range; expected 0 to 24h"));
@@ -75,10 +79,14 @@ impl<'de> Deserialize<'de> for Dur {
                 )))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                Err(E::custom(format!("`{v}` is not a duration; expected e.g. 200ms")))
+                Err(E::custom(format!(
+                    "`{v}` is not a duration; expected e.g. 200ms"
+                )))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
-                Err(E::custom(format!("`{v}` has no unit; expected a duration like {v}s")))
+                Err(E::custom(format!(
+                    "`{v}` has no unit; expected a duration like {v}s"
+                )))
             }
         }
         d.deserialize_any(V)
@@ -95,13 +103,13 @@ impl<'de> Deserialize<'de> for FlagsSpec {
         impl Visitor<'_> for V {
             type Value = FlagsSpec;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("TCP flags as letters S F R P U E W and `.` or A for ACK, like F. or S.")
+                f.write_str(
+                    "TCP flags as letters S F R P U E W and `.` or A for ACK, like F. or S.",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FlagsSpec, E> {
                 v.parse::<TcpFlags>().map(FlagsSpec).map_err(|e| {
-                    E::custom(format!(
-                        "bad flags `{v}`: {e}; expected letters S F R P U E W and `.` or A for ACK, like F."
-                    ))
+                    E::custom(format!("bad flags `{v}`: {e}; for example F. is FIN|ACK"))
                 })
             }
         }
@@ -146,7 +154,9 @@ impl<'de> Deserialize<'de> for SeqSpec {
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<SeqSpec, E> {
                 if v.unsigned_abs() > u32::MAX as u64 {
-                    return Err(E::custom(format!("{v} is outside the 32-bit sequence space")));
+                    return Err(E::custom(format!(
+                        "{v} is outside the 32-bit sequence space"
+                    )));
                 }
                 Ok(SeqSpec::Rel(v))
             }
@@ -194,7 +204,10 @@ pub fn parse_option(text: &str) -> Result<OptSpec, String> {
             .and_then(|w| w.parse::<u64>().ok())
             .ok_or_else(|| format!("option `{text}` needs a number after `{}`", words[i - 1]))
     };
-    let lower = words.first().map(|w| w.to_ascii_lowercase()).unwrap_or_default();
+    let lower = words
+        .first()
+        .map(|w| w.to_ascii_lowercase())
+        .unwrap_or_default();
     let opt = match (lower.as_str(), words.len()) {
         ("nop", 1) => TcpOption::Nop,
         ("eol", 1) => TcpOption::Eol,
@@ -227,10 +240,14 @@ fn parse_sack_blocks(words: &[&str], text: &str) -> Result<Vec<(u32, u32)>, Stri
     words
         .iter()
         .map(|w| {
-            let (l, r) = w.split_once(':').ok_or_else(|| format!("sack block `{w}` in `{text}` is not L:R"))?;
+            let (l, r) = w
+                .split_once(':')
+                .ok_or_else(|| format!("sack block `{w}` in `{text}` is not L:R"))?;
             match (l.parse(), r.parse()) {
                 (Ok(l), Ok(r)) => Ok((l, r)),
-                _ => Err(format!("sack block `{w}` in `{text}` is not two numbers L:R")),
+                _ => Err(format!(
+                    "sack block `{w}` in `{text}` is not two numbers L:R"
+                )),
             }
         })
         .collect()
@@ -246,23 +263,33 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("200").unwrap_err().contains("no unit"));
-        assert!(parse_duration("2 hours").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("2 hours")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert_eq!(show_duration(Duration::from_millis(1500)), "1.500s");
         assert_eq!(show_duration(Duration::from_millis(200)), "200ms");
     }
 
     #[test]
     fn options() {
-        assert_eq!(parse_option("mss 1460"), Ok(OptSpec::Exact(TcpOption::Mss(1460))));
+        assert_eq!(
+            parse_option("mss 1460"),
+            Ok(OptSpec::Exact(TcpOption::Mss(1460)))
+        );
         assert_eq!(parse_option("ts"), Ok(OptSpec::AnyTimestamp));
         assert_eq!(
             parse_option("ts val 5 ecr 6"),
             Ok(OptSpec::Exact(TcpOption::Timestamps { val: 5, ecr: 6 }))
         );
-        assert_eq!(parse_option("sack 1:5"), Ok(OptSpec::Exact(TcpOption::Sack(vec![(1, 5)]))));
+        assert_eq!(
+            parse_option("sack 1:5"),
+            Ok(OptSpec::Exact(TcpOption::Sack(vec![(1, 5)])))
+        );
         assert!(parse_option("wscale 20").is_err());
         assert!(parse_option("mss").is_err());
-        assert!(parse_option("bogus").unwrap_err().contains("unknown option"));
+        assert!(parse_option("bogus")
+            .unwrap_err()
+            .contains("unknown option"));
     }
 
     #[test]
