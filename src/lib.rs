@@ -48,3 +48,19 @@ impl fmt::Display for Family {
         f.write_str(self.name())
     }
 }
+
+/// The library's own unit tests create namespaces too. libtest starts its worker threads
+/// before any test runs, and a user namespace can only be entered while the process has one
+/// thread, so an unprivileged `cargo test` enters it from an ELF constructor, before `main`.
+#[cfg(test)]
+mod test_privilege {
+    extern "C" fn enter() {
+        if let Err(e) = crate::privilege::ensure() {
+            eprintln!("halfclose tests: {e}");
+        }
+    }
+
+    #[used]
+    #[link_section = ".init_array"]
+    static ENTER: extern "C" fn() = enter;
+}

@@ -18,6 +18,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::capture::{Capture, Direction};
+use crate::runner::timing::RttRange;
 use crate::script::{OptSpec, PeerConfig, SendSpec};
 use crate::topology::{self, Topology};
 use crate::wire::{self, Endpoints, Frame, TcpFlags, TcpOption, TcpRepr};
@@ -42,6 +43,7 @@ pub struct Link {
     stop: Arc<EventFd>,
     rx: Option<JoinHandle<()>>,
     arrivals: Receiver<Arrival>,
+    ready: Receiver<()>,
     capture: Arc<Mutex<Capture>>,
 }
 
@@ -55,10 +57,12 @@ impl Link {
         let sock = Arc::new(sock);
         let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?);
         let (tx, arrivals) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
         let responder = Responder {
             sock: sock.clone(),
             capture: capture.clone(),
             tx,
+            ready: ready_tx,
         };
         let stop2 = stop.clone();
         let rx = std::thread::Builder::new()
@@ -69,8 +73,41 @@ impl Link {
             stop,
             rx: Some(rx),
             arrivals,
+            ready,
             capture,
         })
+    }
+
+    /// Waits until the SUT answers an ARP request (IPv4) or a neighbour solicitation (IPv6)
+    /// for its address. A link reported up can still drop the first frames for a moment (the
+    /// kernel finishes bringing a device up asynchronously), and a SYN lost that way would
+    /// fail the trial for no fault of the SUT; a reply proves both directions and the SUT's
+    /// address work. It also leaves the SUT knowing the peer's MAC address.
+    pub fn wait_ready(&self, family: Family) -> io::Result<()> {
+        const TRY_EVERY: Duration = Duration::from_millis(10);
+        const GIVE_UP: Duration = Duration::from_secs(2);
+        let probe = match family {
+            Family::V4 => {
+                wire::emit_arp_request(topology::PEER_MAC, topology::PEER_V4, topology::SUT_V4)
+            }
+            Family::V6 => {
+                wire::emit_neighbor_solicit(topology::PEER_MAC, topology::PEER_V6, topology::SUT_V6)
+            }
+        };
+        let until = Instant::now() + GIVE_UP;
+        while Instant::now() < until {
+            self.send(
+                probe.clone(),
+                "readiness probe from the harness (before the script)".into(),
+            )?;
+            if self.ready.recv_timeout(TRY_EVERY).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(io::Error::other(format!(
+            "the SUT did not answer {} probes in {GIVE_UP:?}",
+            family.name()
+        )))
     }
 
     /// Sends a frame and records it. Returns the time taken just before the send (the anchor
@@ -209,6 +246,8 @@ struct Responder {
     sock: Arc<OwnedFd>,
     capture: Arc<Mutex<Capture>>,
     tx: mpsc::Sender<Arrival>,
+    /// Told when the SUT answers a readiness probe.
+    ready: mpsc::Sender<()>,
 }
 
 impl Responder {
@@ -324,6 +363,28 @@ impl Responder {
                     None,
                 )
             }
+            Frame::ArpReply { sender_ip, .. } if *sender_ip == topology::SUT_V4 => {
+                let _ = self.ready.send(());
+                (
+                    "ARP reply from the SUT (the link is ready)".into(),
+                    None,
+                    None,
+                )
+            }
+            Frame::NeighborAdvert { target, .. } if *target == topology::SUT_V6 => {
+                let _ = self.ready.send(());
+                (
+                    "neighbour advertisement from the SUT (the link is ready)".into(),
+                    None,
+                    None,
+                )
+            }
+            Frame::ArpReply { sender_ip, .. } => {
+                (format!("ignored: ARP reply from {sender_ip}"), None, None)
+            }
+            Frame::NeighborAdvert { target, .. } => {
+                (format!("ignored: NA for {target}"), None, None)
+            }
             Frame::Tcp { ep, .. } => (
                 format!("ignored: TCP to {}, not the peer", ep.dst),
                 None,
@@ -385,6 +446,14 @@ pub struct PeerConn {
     pub ts_on: bool,
     ts_recent: u32,
     clock: Instant,
+    /// SUT segments seen, by end sequence number: first arrival and how often it came.
+    sut_sent: Vec<(u32, SystemTime, u32)>,
+    /// Highest sequence number the peer has acknowledged.
+    acked: Option<u32>,
+    /// RTT samples the SUT can have taken from the peer's ACKs (Karn: never of a
+    /// retransmitted segment).
+    pub rtt: RttRange,
+    rtt_samples: u32,
 }
 
 impl PeerConn {
@@ -406,6 +475,10 @@ impl PeerConn {
             ts_on: false,
             ts_recent: 0,
             clock: Instant::now(),
+            sut_sent: Vec::new(),
+            acked: None,
+            rtt: RttRange::default(),
+            rtt_samples: 0,
         }
     }
 
@@ -437,8 +510,54 @@ impl PeerConn {
         }
     }
 
+    /// Counts a SUT segment the peer saw (dropped or not), for RTT samples.
+    pub fn note_transmission(&mut self, tcp: &TcpRepr, at: SystemTime) {
+        if tcp.seq_len() == 0 {
+            return;
+        }
+        let end = tcp.seq.wrapping_add(tcp.seq_len());
+        match self.sut_sent.iter_mut().find(|(e, _, _)| *e == end) {
+            Some(entry) => entry.2 += 1,
+            None => self.sut_sent.push((end, at, 1)),
+        }
+    }
+
+    /// An ACK that covers a new SUT segment gives the SUT an RTT sample: from the segment's
+    /// arrival here to this ACK.
+    fn sample_rtt(&mut self, tcp: &TcpRepr, at: SystemTime) {
+        if !tcp.flags.contains(TcpFlags::ACK)
+            || self.acked.is_some_and(|a| !wire::seq::gt(tcp.ack, a))
+        {
+            return;
+        }
+        let newest = self
+            .sut_sent
+            .iter()
+            .filter(|(end, _, _)| {
+                wire::seq::le(*end, tcp.ack) && self.acked.is_none_or(|a| wire::seq::gt(*end, a))
+            })
+            .max_by(|x, y| {
+                if wire::seq::lt(x.0, y.0) {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            })
+            .copied();
+        self.acked = Some(tcp.ack);
+        if let Some((_, arrived, 1)) = newest {
+            if let Ok(sample) = at.duration_since(arrived) {
+                self.rtt.add(sample, self.rtt_samples == 0);
+                self.rtt_samples += 1;
+            }
+        }
+    }
+
     /// Updates SND.NXT after a send (also a dropped one: the peer sent it, the network lost it).
-    pub fn on_sent(&mut self, tcp: &TcpRepr) {
+    pub fn on_sent(&mut self, tcp: &TcpRepr, at: SystemTime, dropped: bool) {
+        if !dropped {
+            self.sample_rtt(tcp, at);
+        }
         let end = tcp.seq.wrapping_add(tcp.seq_len());
         if wire::seq::gt(end, self.snd_nxt) {
             self.snd_nxt = end;

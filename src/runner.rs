@@ -22,6 +22,7 @@ use crate::wire;
 use crate::Family;
 
 mod matching;
+pub mod timing;
 mod trace;
 
 pub use trace::Trace;
@@ -150,6 +151,8 @@ fn execute(
         .map_err(|e| setup_failure("observer", e))?
         .map_err(|e| setup_failure("sock_diag", e))?;
     let link = Link::start(&topo, capture).map_err(|e| setup_failure("packet socket", e))?;
+    link.wait_ready(family)
+        .map_err(|e| setup_failure("link", e))?;
     let sut_addr = SocketAddr::new(topology::sut_ip(family), sc.setup.sut_port);
     let peer_addr = SocketAddr::new(topology::peer_ip(family), sc.setup.peer_port);
     let mut run = Run {
@@ -324,7 +327,7 @@ impl Run<'_> {
                 )
             })?
         };
-        self.conn.on_sent(&tcp);
+        self.conn.on_sent(&tcp, at, spec.drop);
         self.mark(step, at, format!("the send at line {}", step.loc.line));
         Ok(())
     }
@@ -343,22 +346,12 @@ impl Run<'_> {
     }
 
     fn expect(&mut self, step: &Step, spec: &ExpectSpec) -> Result<(), Failure> {
-        let (from, from_what) = self.window_start(step, &spec.window)?;
+        let window = self.resolve_window(&spec.window);
+        let (from, from_what) = self.window_start(step, &window)?;
         let want = matching::describe_expect(spec);
-        let deadline = deadline_of(from + spec.window.within);
+        let deadline = deadline_of(from + window.within);
         let Some(got) = self.link.next_arrival(deadline) else {
-            let w = matching::show_window(&spec.window);
-            return Err(self.fail(
-                step,
-                format!("expect {want}"),
-                vec![
-                    ("expected:".into(), want.clone()),
-                    (
-                        "actual:".into(),
-                        format!("nothing arrived within {w} of {from_what}"),
-                    ),
-                ],
-            ));
+            return Err(self.nothing_arrived(step, &window, &want, from, &from_what));
         };
         let actual = self.conn.describe_received(&got.tcp);
         let offset = offset_text(got.at, from);
@@ -382,7 +375,7 @@ impl Run<'_> {
                 ],
             ));
         }
-        if let Err(why) = matching::check_time(&spec.window, got.at, from) {
+        if let Err(why) = matching::check_time(&window, got.at, from) {
             self.link.comment(
                 got.frame,
                 format!("LATE/EARLY: matched {} but {why}", self.short_place(step)),
@@ -393,7 +386,7 @@ impl Run<'_> {
                 vec![
                     (
                         "expected:".into(),
-                        format!("{want} {}", matching::show_window(&spec.window)),
+                        format!("{want} {}", matching::show_window(&window)),
                     ),
                     (
                         "actual:".into(),
@@ -402,6 +395,7 @@ impl Run<'_> {
                 ],
             ));
         }
+        self.conn.note_transmission(&got.tcp, got.at);
         if spec.drop {
             self.link.comment(
                 got.frame,
@@ -423,6 +417,61 @@ impl Run<'_> {
             format!("the segment matched at line {}", step.loc.line),
         );
         Ok(())
+    }
+
+    /// A `retransmission: N` window comes from the timer model and the RTTs seen so far.
+    fn resolve_window(&self, w: &Window) -> Window {
+        match w.retransmission {
+            Some(n) => {
+                let (after, within) =
+                    timing::TimerModel::LINUX.retransmission_window(n, self.conn.rtt);
+                Window {
+                    after: Some(after),
+                    within,
+                    ..w.clone()
+                }
+            }
+            None => w.clone(),
+        }
+    }
+
+    /// The window closed empty. Waiting a little longer tells "late, at +X" from "never", so
+    /// a wrong window fails with the time actually measured.
+    fn nothing_arrived(
+        &self,
+        step: &Step,
+        window: &Window,
+        want: &str,
+        from: SystemTime,
+        from_what: &str,
+    ) -> Failure {
+        let w = matching::show_window(window);
+        let grace = window
+            .within
+            .clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let actual = match self.link.next_arrival(Instant::now() + grace) {
+            Some(late) => {
+                let text = self.conn.describe_received(&late.tcp);
+                let at = offset_text(late.at, from);
+                self.link.comment(
+                    late.frame,
+                    format!("LATE for {}: {text} at {at}", self.short_place(step)),
+                );
+                format!("nothing {w} of {from_what}; then {text} came at {at}")
+            }
+            None => format!(
+                "nothing arrived {w} of {from_what} (nor {} after)",
+                show_duration(grace)
+            ),
+        };
+        self.fail(
+            step,
+            format!("expect {want}"),
+            vec![
+                ("expected:".into(), format!("{want} {w}")),
+                ("actual:".into(), actual),
+            ],
+        )
     }
 
     fn quiet(&mut self, step: &Step, d: Duration) -> Result<(), Failure> {

@@ -67,7 +67,9 @@ fn group_of(root: &Path, file: &Path) -> String {
         })
         .unwrap_or_default();
     if parts.is_empty() {
-        "misc".into()
+        // Files directly under the root take the root's own name (fixtures/fail → fail).
+        root.file_name()
+            .map_or_else(|| "misc".into(), |n| n.to_string_lossy().into_owned())
     } else {
         parts.join("::")
     }

@@ -49,6 +49,7 @@ const ND_HOP_LIMIT: u8 = 255;
 const ARP_LEN: usize = 28;
 /// Neighbor solicitation and advertisement: ICMPv6 header, flags/reserved, target.
 const ND_MESSAGE_LEN: usize = 24;
+const ND_OPTION_SOURCE_LL_ADDR: u8 = 1;
 const ND_OPTION_TARGET_LL_ADDR: u8 = 2;
 
 /// TCP header flags: the eight classic bits, AE (the former NS bit, RFC 3540/accurate ECN)
@@ -700,6 +701,13 @@ pub enum Frame {
         src_ip: Ipv6Addr,
         target: Ipv6Addr,
     },
+    /// An ARP reply: `sender_ip` is at `sender_mac`.
+    ArpReply {
+        sender_mac: [u8; 6],
+        sender_ip: Ipv4Addr,
+    },
+    /// A neighbor advertisement for `target` (hop limit 255, code 0, good checksum).
+    NeighborAdvert { src_mac: [u8; 6], target: Ipv6Addr },
     /// Anything else, or something malformed, in a line for humans.
     Other { summary: String },
 }
@@ -868,7 +876,8 @@ fn parse_icmpv6(macs: Macs, ip: &Ipv6Packet, payload: &[u8]) -> Parsed {
             icmpv6_type_name(kind)
         )
     };
-    if icmp.get_icmpv6_type() != Icmpv6Types::NeighborSolicit {
+    let advert = icmp.get_icmpv6_type() == Icmpv6Types::NeighborAdvert;
+    if icmp.get_icmpv6_type() != Icmpv6Types::NeighborSolicit && !advert {
         return Err(summary(""));
     }
     // RFC 4861 7.1.1: a solicitation that fails any of these is to be silently discarded.
@@ -883,6 +892,12 @@ fn parse_icmpv6(macs: Macs, ip: &Ipv6Packet, payload: &[u8]) -> Parsed {
     }
     let mut target = [0; 16];
     target.copy_from_slice(&payload[8..24]);
+    if advert {
+        return Ok(Frame::NeighborAdvert {
+            src_mac: macs.src,
+            target: target.into(),
+        });
+    }
     Ok(Frame::NeighborSolicit {
         src_mac: macs.src,
         src_ip: src,
@@ -907,10 +922,10 @@ fn parse_arp(bytes: &[u8]) -> Parsed {
             sender_ip,
             target_ip,
         }),
-        ArpOperations::Reply => Err(format!(
-            "ARP reply {sender_ip} is-at {}",
-            arp.get_sender_hw_addr()
-        )),
+        ArpOperations::Reply => Ok(Frame::ArpReply {
+            sender_mac: arp.get_sender_hw_addr().octets(),
+            sender_ip,
+        }),
         op => Err(format!("ARP operation {}", op.0)),
     }
 }
@@ -1006,6 +1021,49 @@ pub fn emit_arp_reply(
     arp.set_sender_proto_addr(our_ip);
     arp.set_target_hw_addr(MacAddr::from(to_mac));
     arp.set_target_proto_addr(to_ip);
+    frame
+}
+
+/// A broadcast ARP request: who has `target_ip`? Tell `our_ip` at `our_mac`.
+pub fn emit_arp_request(our_mac: [u8; 6], our_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    let mut frame = emit_arp_reply(our_mac, our_ip, [0; 6], target_ip);
+    frame[..6].copy_from_slice(&[0xff; 6]);
+    let mut arp =
+        MutableArpPacket::new(&mut frame[ETHERNET_HEADER_LEN..]).expect("buffer holds ARP");
+    arp.set_operation(ArpOperations::Request);
+    frame
+}
+
+/// A neighbor solicitation for `target`, sent to its solicited-node multicast group, with our
+/// link-layer address as the source option (so the solicited node can answer at once).
+pub fn emit_neighbor_solicit(our_mac: [u8; 6], our_ip: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let t = target.octets();
+    let group = Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | t[13] as u16,
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let group_mac = [0x33, 0x33, 0xff, t[13], t[14], t[15]];
+    // Same layout as an advert (header, target, one link-layer option): build one, then
+    // turn it into a solicitation and fix the checksum.
+    let mut frame = emit_neighbor_advert(our_mac, our_ip, group_mac, group);
+    let icmp = ETHERNET_HEADER_LEN + IPV6_HEADER_LEN;
+    frame[icmp] = Icmpv6Types::NeighborSolicit.0;
+    frame[icmp + 4..icmp + 8].fill(0);
+    frame[icmp + 8..icmp + 24].copy_from_slice(&t);
+    frame[icmp + ND_MESSAGE_LEN] = ND_OPTION_SOURCE_LL_ADDR;
+    frame[icmp + 2..icmp + 4].fill(0);
+    let sum = icmpv6::checksum(
+        &Icmpv6Packet::new(&frame[icmp..]).expect("ICMPv6"),
+        &our_ip,
+        &group,
+    );
+    frame[icmp + 2..icmp + 4].copy_from_slice(&sum.to_be_bytes());
     frame
 }
 

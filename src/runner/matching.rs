@@ -38,6 +38,10 @@ pub fn show_window(w: &Window) -> String {
         ),
         None => format!("within {}", show_duration(w.within)),
     };
+    let base = match w.retransmission {
+        Some(n) => format!("{base} (retransmission {n}, from the Linux timer model)"),
+        None => base,
+    };
     match &w.since {
         Some(n) => format!("{base} of `{n}`"),
         None => base,

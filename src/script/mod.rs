@@ -130,6 +130,8 @@ pub struct Window {
     pub after: Option<Duration>,
     pub within: Duration,
     pub since: Option<String>,
+    /// `retransmission: N`: the window of the Nth retransmission, from the timer model.
+    pub retransmission: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -502,6 +504,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
             after: None,
             within: DEFAULT_WITHIN,
             since: None,
+            retransmission: None,
         },
         drop: false,
     };
@@ -536,6 +539,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
                 after: None,
                 within: setup.call_timeout,
                 since: None,
+                retransmission: None,
             };
             out.push(step(Action::Await {
                 name: "connect".into(),
@@ -652,6 +656,7 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
                 .as_ref()
                 .map_or(DEFAULT_CALL_TIMEOUT, |d| d.value.0),
             since: r.since.as_ref().map(|s| s.value.clone()),
+            retransmission: None,
         };
         return Ok(Action::Await {
             name: a.value.clone(),
@@ -712,6 +717,20 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
             return Err(cx.at(s, "`after` is later than `within`: the window is empty"));
         }
     }
+    if let Some(n) = &r.retransmission {
+        if r.after.is_some() || r.within.is_some() {
+            return Err(cx.at(
+                n,
+                "`retransmission` takes its window from the timer model; drop `after` and `within`",
+            ));
+        }
+        if !(1..=16).contains(&n.value) {
+            return Err(cx.at(
+                n,
+                "`retransmission` counts from 1 (the first retransmission) to 16",
+            ));
+        }
+    }
     let data = r.data.as_ref().map(|d| d.as_bytes().to_vec());
     if let (Some(len), Some(d)) = (r.len, &data) {
         if len as usize != d.len() {
@@ -733,6 +752,7 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
             after: r.after.map(|d| d.0),
             within: r.within.map_or(DEFAULT_WITHIN, |d| d.0),
             since: r.since.as_ref().map(|s| s.value.clone()),
+            retransmission: r.retransmission.as_ref().map(|n| n.value),
         },
         drop: r.drop.unwrap_or(false),
     })

@@ -116,5 +116,6 @@ pub struct RawExpect {
     pub after: Option<Dur>,
     pub within: Option<Dur>,
     pub since: Option<Spanned<String>>,
+    pub retransmission: Option<Spanned<u32>>,
     pub drop: Option<bool>,
 }
