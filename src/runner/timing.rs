@@ -6,7 +6,10 @@
 //! RTO = SRTT + 200 ms, rounded up to a jiffy. Each retransmission doubles it (up to 120 s).
 //! The timer wheel then fires a timer late by up to its level's granularity (1 jiffy for
 //! timeouts under 63 jiffies, 8 under 504, 64 under 4032, …), never early, plus up to one
-//! jiffy for the tick that notices it.
+//! jiffy for the tick that notices it, plus the time the timer softirq waits for a CPU. That
+//! last term is machine noise, measured rather than guessed: over 600 retransmissions with
+//! the suite running two trials at once on 2 cores, timers fired up to 2.75 jiffies past the
+//! wheel's bound (11 ms after a 204 ms RTO), so the model allows 3 jiffies.
 //!
 //! SRTT is known only within the RTT samples the peer caused: the time between a SUT segment
 //! reaching the peer and the peer's ACK of it (the veth adds microseconds). The runner keeps
@@ -20,6 +23,8 @@ pub struct TimerModel {
     pub jiffy: Duration,
     pub rto_min: Duration,
     pub rto_max: Duration,
+    /// How long a due timer may wait for its softirq to run on a busy machine, in jiffies.
+    pub softirq_jiffies: u32,
 }
 
 impl TimerModel {
@@ -27,6 +32,7 @@ impl TimerModel {
         jiffy: Duration::from_millis(4),
         rto_min: Duration::from_millis(200),
         rto_max: Duration::from_secs(120),
+        softirq_jiffies: 3,
     };
 
     fn ceil_jiffy(&self, d: Duration) -> Duration {
@@ -44,7 +50,7 @@ impl TimerModel {
             granularity *= 8;
             level_end *= 8;
         }
-        self.jiffy * (granularity + 1)
+        self.jiffy * (granularity + 1 + self.softirq_jiffies)
     }
 
     /// The RTO after RTT samples between `rtt.lo` and `rtt.hi`.
@@ -101,11 +107,11 @@ mod tests {
             hi: Duration::from_micros(300),
         };
         let m = TimerModel::LINUX;
-        // 200.1..200.3 ms → 204 ms after rounding up to a jiffy; slack 1+1 jiffies.
-        assert_eq!(m.retransmission_window(1, rtt), (MS(204), MS(212)));
+        // 200.1..200.3 ms → 204 ms after rounding up to a jiffy; slack 1+1+3 jiffies.
+        assert_eq!(m.retransmission_window(1, rtt), (MS(204), MS(224)));
         // 408 ms = 102 jiffies: level 1, granularity 8 jiffies.
-        assert_eq!(m.retransmission_window(2, rtt), (MS(408), MS(444)));
-        assert_eq!(m.retransmission_window(3, rtt), (MS(816), MS(852)));
+        assert_eq!(m.retransmission_window(2, rtt), (MS(408), MS(456)));
+        assert_eq!(m.retransmission_window(3, rtt), (MS(816), MS(864)));
     }
 
     #[test]
@@ -115,7 +121,7 @@ mod tests {
             hi: MS(6),
         };
         let (lo, hi) = TimerModel::LINUX.retransmission_window(2, rtt);
-        assert_eq!((lo, hi), (MS(408), MS(416) + MS(36)));
+        assert_eq!((lo, hi), (MS(408), MS(416) + MS(48)));
     }
 
     #[test]
