@@ -20,7 +20,7 @@ pub fn load(paths: &[PathBuf]) -> Suite {
     for root in paths {
         for (file, group) in files_under(root) {
             match script::load(&file, &group) {
-                Ok(sc) => suite.scenarios.push(sc),
+                Ok(scs) => suite.scenarios.extend(scs),
                 Err(e) => suite.errors.push(e),
             }
         }

@@ -5,6 +5,7 @@
 //! The language is documented in `docs/script-format.md`.
 
 pub mod call;
+pub mod matrix;
 mod raw;
 pub mod values;
 
@@ -19,7 +20,8 @@ use crate::observe::TcpState;
 use crate::wire::TcpFlags;
 use crate::Family;
 pub use call::{Call, Func, Outcome, Payload, SockOpt};
-use raw::{RawExpect, RawScenario, RawSend, RawSetup, RawStep, SysctlValue};
+use matrix::{Combination, Matrix};
+use raw::{MatrixOnly, RawExpect, RawScenario, RawSend, RawSetup, RawStep, SysctlValue};
 pub use values::{OptSpec, SeqSpec};
 
 /// How long an `expect` waits when the script gives no `within`.
@@ -209,28 +211,57 @@ impl Scenario {
     }
 }
 
-/// Reads and checks one script. `group` is the default group (the file's directory under the
-/// suite root).
-pub fn load(file: &Path, default_group: &str) -> Result<Scenario, ScriptError> {
+/// Reads and checks one script: one scenario per matrix combination. `default_group` is the
+/// file's directory under the suite root.
+pub fn load(file: &Path, default_group: &str) -> Result<Vec<Scenario>, ScriptError> {
     let text = std::fs::read_to_string(file).map_err(|e| ScriptError {
         file: file.to_path_buf(),
         loc: Loc { line: 0, column: 0 },
         message: format!("cannot read: {e}"),
         source_line: None,
     })?;
-    parse(&text, file, default_group)
+    parse_all(&text, file, default_group)
 }
 
+/// Every scenario a script's text stands for (one per matrix combination).
+pub fn parse_all(text: &str, file: &Path, default_group: &str) -> Result<Vec<Scenario>, ScriptError> {
+    let matrix = read_matrix(text);
+    let mut out = Vec::new();
+    for combo in matrix.combinations() {
+        let cx = Cx { file, text, matrix: &matrix, combo: &combo };
+        let expanded = matrix::substitute(text, &combo.vars).map_err(|(at, msg)| cx.error(loc_of_offset(text, at), msg))?;
+        let cx = Cx { text: &expanded, ..cx };
+        let raw: RawScenario = serde_saphyr::from_str(&expanded).map_err(|e| cx.yaml_error(&e))?;
+        out.push(lower(&cx, raw, default_group)?);
+    }
+    Ok(out)
+}
+
+/// The first scenario of a script (the whole script when it has no matrix).
 pub fn parse(text: &str, file: &Path, default_group: &str) -> Result<Scenario, ScriptError> {
-    let cx = Cx { file, text };
-    let raw: RawScenario = serde_saphyr::from_str(text).map_err(|e| cx.yaml_error(&e))?;
-    lower(&cx, raw, default_group)
+    parse_all(text, file, default_group).map(|mut v| v.remove(0))
+}
+
+/// The matrix, read with every `${…}` blanked out; a file that does not parse this way has no
+/// usable matrix, and the full parse reports why.
+fn read_matrix(text: &str) -> Matrix {
+    let blank = matrix::blank_variables(text);
+    serde_saphyr::from_str::<MatrixOnly>(&blank).ok().and_then(|m| m.matrix).map(|m| m.value).unwrap_or_default()
+}
+
+fn loc_of_offset(text: &str, at: usize) -> Loc {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() as u32 + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
+    Loc { line, column }
 }
 
 /// Error construction with access to the source text.
 struct Cx<'a> {
     file: &'a Path,
     text: &'a str,
+    matrix: &'a Matrix,
+    combo: &'a Combination,
 }
 
 impl Cx<'_> {
@@ -278,7 +309,7 @@ fn strip_location_suffix(m: &str) -> String {
 }
 
 fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, ScriptError> {
-    let name = check_name(cx, &raw.name, "name")?;
+    let name = check_name(cx, &raw.name, "name")? + &cx.combo.suffix();
     let group = match &raw.group {
         Some(g) => check_name(cx, g, "group")?,
         None => default_group.to_string(),
@@ -304,7 +335,9 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
         return Err(cx.at(&raw.steps, "a scenario needs at least one step"));
     }
     for s in &raw.steps.value {
-        steps.push(lower_step(cx, s)?);
+        if let Some(step) = lower_step(cx, s)? {
+            steps.push(step);
+        }
     }
     check_flow(cx, &steps)?;
     Ok(Scenario {
@@ -550,8 +583,13 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
     out
 }
 
-fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Step, ScriptError> {
+fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Option<Step>, ScriptError> {
     let r = &s.value;
+    if let Some(w) = &r.when {
+        if !w.value.check(cx.matrix, cx.combo).map_err(|e| cx.at(w, e))? {
+            return Ok(None);
+        }
+    }
     let actions = [
         r.send.is_some(),
         r.expect.is_some(),
@@ -621,12 +659,12 @@ fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Step, ScriptError> {
             "a background call needs a `name:` so an `await` step can check its result",
         ));
     }
-    Ok(Step {
+    Ok(Some(Step {
         loc: Loc::of(s),
         name,
         action,
         implicit: false,
-    })
+    }))
 }
 
 fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::matrix::{Matrix, When};
 use super::values::{Dur, FlagsSpec, SeqSpec};
 
 #[derive(Deserialize, Debug)]
@@ -24,8 +25,17 @@ pub struct RawScenario {
     #[serde(default)]
     pub ignore: Option<String>,
     #[serde(default)]
+    pub matrix: Option<Spanned<Matrix>>,
+    #[serde(default)]
     pub setup: Option<Spanned<RawSetup>>,
     pub steps: Spanned<Vec<Spanned<RawStep>>>,
+}
+
+/// Only the matrix, read before the variables are known (everything else is ignored here).
+#[derive(Deserialize, Debug)]
+pub struct MatrixOnly {
+    #[serde(default)]
+    pub matrix: Option<Spanned<Matrix>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -81,6 +91,8 @@ pub struct RawStep {
     pub wait: Option<Spanned<Dur>>,
     /// Names the step's moment so later steps can measure from it (`since:`).
     pub name: Option<Spanned<String>>,
+    /// Matrix combinations the step belongs to.
+    pub when: Option<Spanned<When>>,
     /// `call` only: run the call on its own thread and go on; an `await` step checks it.
     pub background: Option<Spanned<bool>>,
     /// `await` only: time window for the call's completion.
