@@ -454,9 +454,28 @@ pub struct PeerConn {
     /// retransmitted segment).
     pub rtt: RttRange,
     rtt_samples: u32,
+    /// The SUT's window scale (0 unless both SYNs carried the option) and its latest window.
+    sut_wscale: u8,
+    sut_window: u16,
+    /// What the peer has sent, by stream offset (None where it sent nothing), so the SUT
+    /// application's reads can be checked byte for byte.
+    stream: Vec<Option<u8>>,
 }
 
 impl PeerConn {
+    /// The stream bytes `transfer` sends: a pattern that depends on the offset, so a byte
+    /// delivered in the wrong place shows.
+    pub fn pattern(offset: usize, len: usize) -> Vec<u8> {
+        (offset..offset + len)
+            .map(|i| b'A' + (i % 53 % 26) as u8)
+            .collect()
+    }
+
+    /// Whether a segment belongs to this connection's 4-tuple (from the SUT).
+    pub fn owns(&self, tcp: &TcpRepr) -> bool {
+        tcp.src_port == self.sut_port && tcp.dst_port == self.peer_port
+    }
+
     pub fn new(cfg: PeerConfig, family: Family, peer_port: u16, sut_port: u16) -> PeerConn {
         let ep = Endpoints {
             src: topology::peer_ip(family),
@@ -479,6 +498,9 @@ impl PeerConn {
             acked: None,
             rtt: RttRange::default(),
             rtt_samples: 0,
+            sut_wscale: 0,
+            sut_window: 0,
+            stream: Vec::new(),
         }
     }
 
@@ -558,6 +580,7 @@ impl PeerConn {
         if !dropped {
             self.sample_rtt(tcp, at);
         }
+        self.record_stream(tcp);
         let end = tcp.seq.wrapping_add(tcp.seq_len());
         if wire::seq::gt(end, self.snd_nxt) {
             self.snd_nxt = end;
@@ -567,9 +590,79 @@ impl PeerConn {
         }
     }
 
+    /// Most data a trial keeps for checking reads.
+    const STREAM_MAX: usize = 16 << 20;
+
+    fn record_stream(&mut self, tcp: &TcpRepr) {
+        if tcp.payload.is_empty() || tcp.flags.contains(TcpFlags::SYN) {
+            return;
+        }
+        let offset = tcp.seq.wrapping_sub(self.isn.wrapping_add(1)) as usize;
+        let end = offset + tcp.payload.len();
+        if end > Self::STREAM_MAX {
+            return;
+        }
+        if self.stream.len() < end {
+            self.stream.resize(end, None);
+        }
+        for (slot, b) in self.stream[offset..end].iter_mut().zip(&tcp.payload) {
+            *slot = Some(*b);
+        }
+    }
+
+    /// Whether `data`, read by the SUT application at stream `offset`, is what the peer sent;
+    /// the error names the first byte that differs.
+    pub fn check_read(&self, offset: usize, data: &[u8]) -> Result<(), String> {
+        for (i, b) in data.iter().enumerate() {
+            match self.stream.get(offset + i).copied().flatten() {
+                Some(sent) if sent == *b => {}
+                Some(sent) => {
+                    return Err(format!(
+                        "byte {} of the stream is {:?}, the peer sent {:?}",
+                        offset + i,
+                        *b as char,
+                        sent as char
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "byte {} of the stream was never sent by the peer",
+                        offset + i
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The SUT's receive window in bytes, as last advertised.
+    pub fn sut_window(&self) -> u32 {
+        (self.sut_window as u32) << self.sut_wscale
+    }
+
+    /// The largest segment the SUT accepts (its MSS option, else the RFC default 536).
+    pub fn sut_mss(&self) -> u16 {
+        let mss = self.sut_syn_options.iter().find_map(|o| match o {
+            TcpOption::Mss(m) => Some(*m),
+            _ => None,
+        });
+        mss.unwrap_or(536).min(self.cfg.mss)
+    }
+
     /// Learns from a SUT segment the peer accepted (matched and not dropped).
     pub fn on_received(&mut self, tcp: &TcpRepr) {
+        self.sut_window = tcp.window;
         if tcp.flags.contains(TcpFlags::SYN) {
+            self.sut_wscale = match (
+                self.cfg.wscale,
+                tcp.options.iter().find_map(|o| match o {
+                    TcpOption::WindowScale(w) => Some(*w),
+                    _ => None,
+                }),
+            ) {
+                (Some(_), Some(w)) => w,
+                _ => 0,
+            };
             self.sut_isn = Some(tcp.seq);
             self.sut_syn_options = tcp.options.clone();
             self.ts_on = self.cfg.timestamps && has_timestamps(&tcp.options);

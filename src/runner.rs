@@ -12,16 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::capture::Capture;
-use crate::observe::{Observer, TcpState};
-use crate::peer::{Arrival, Link, PeerConn};
+use crate::observe::Observer;
+use crate::peer::{Link, PeerConn};
 use crate::script::values::show_duration;
-use crate::script::{Action, ExpectSpec, Scenario, SendSpec, Step, Window};
-use crate::sut::{self, Completed, KernelSut};
+use crate::script::{Action, Call, PeerConfig, Scenario, Step, Window, DEFAULT_CONN};
+use crate::sut::KernelSut;
 use crate::topology::{self, Topology};
 use crate::wire;
 use crate::Family;
 
+mod calls;
 mod matching;
+mod segments;
+mod states;
 pub mod timing;
 mod trace;
 
@@ -153,25 +156,34 @@ fn execute(
     let link = Link::start(&topo, capture).map_err(|e| setup_failure("packet socket", e))?;
     link.wait_ready(family)
         .map_err(|e| setup_failure("link", e))?;
-    let sut_addr = SocketAddr::new(topology::sut_ip(family), sc.setup.sut_port);
-    let peer_addr = SocketAddr::new(topology::peer_ip(family), sc.setup.peer_port);
+    let conns = sc
+        .setup
+        .connections
+        .iter()
+        .map(|d| {
+            let cfg = PeerConfig {
+                isn: d.isn,
+                ..sc.setup.peer.clone()
+            };
+            (
+                d.name.clone(),
+                PeerConn::new(cfg, family, d.peer_port, d.sut_port),
+            )
+        })
+        .collect();
     let mut run = Run {
         sc,
         topo: &topo,
         link,
         observer,
-        sut: KernelSut::new(sut_addr, peer_addr),
-        conn: PeerConn::new(
-            sc.setup.peer.clone(),
-            family,
-            sc.setup.peer_port,
-            sc.setup.sut_port,
-        ),
+        sut: KernelSut::new(),
+        conns,
         trace,
         anchor: SystemTime::now(),
         anchor_what: "the start of the trial".into(),
         named: HashMap::new(),
         background: HashMap::new(),
+        read_offsets: HashMap::new(),
         step_no: 0,
     };
     let result = run.steps().and_then(|()| run.final_quiet());
@@ -202,14 +214,18 @@ struct Run<'a> {
     link: Link,
     observer: Observer,
     sut: KernelSut,
-    conn: PeerConn,
+    /// The peer's side of every connection, `conn` first.
+    conns: Vec<(String, PeerConn)>,
+    /// The state trace of `conn`.
     trace: &'a mut Trace,
     /// The previous timed event: windows are measured from here unless `since:` says otherwise.
     anchor: SystemTime,
     anchor_what: String,
     named: HashMap<String, (SystemTime, String)>,
     /// Background calls by name: the call and when it started.
-    background: HashMap<String, (crate::script::Call, SystemTime)>,
+    background: HashMap<String, (Call, SystemTime)>,
+    /// How many bytes the SUT application has read, per connection.
+    read_offsets: HashMap<String, usize>,
     step_no: usize,
 }
 
@@ -245,11 +261,57 @@ impl Run<'_> {
                 background: true,
             } => self.call_background(step, call),
             Action::Await { name, window } => self.await_call(step, name, window),
-            Action::State(want) => self.state(step, *want),
+            Action::State(check) => self.state(step, check),
+            Action::Leave {
+                state,
+                window,
+                conn,
+            } => self.leave(step, *state, window, conn),
+            Action::Transfer {
+                bytes,
+                segment,
+                conn,
+            } => self.transfer(step, *bytes, *segment, conn),
         }
     }
 
-    /// "step 4 (suites/close/active-close.yaml:12)" or "the open: handshake (…:7)".
+    fn conn(&self, name: &str) -> &PeerConn {
+        &self
+            .conns
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("connection names are checked at load")
+            .1
+    }
+
+    fn conn_mut(&mut self, name: &str) -> &mut PeerConn {
+        &mut self
+            .conns
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("connection names are checked at load")
+            .1
+    }
+
+    /// The connection a SUT segment belongs to (the first whose ports match), else `conn`.
+    fn conn_of(&self, tcp: &crate::wire::TcpRepr) -> &PeerConn {
+        self.conns
+            .iter()
+            .map(|(_, c)| c)
+            .find(|c| c.owns(tcp))
+            .unwrap_or(&self.conns[0].1)
+    }
+
+    /// The SUT-side and peer-side socket addresses of a connection.
+    fn addrs(&self, name: &str) -> (SocketAddr, SocketAddr) {
+        let c = self.conn(name);
+        (
+            SocketAddr::new(c.ep.dst, c.sut_port),
+            SocketAddr::new(c.ep.src, c.peer_port),
+        )
+    }
+
+    /// "step 4 (suites/close/active-close.yaml:12:5)" or "the `open:` handshake (…:7)".
     fn place(&self, step: &Step) -> String {
         let file = self.sc.file.display();
         if step.implicit {
@@ -292,46 +354,6 @@ impl Run<'_> {
         }
     }
 
-    fn sample(&mut self) {
-        let local = SocketAddr::new(self.conn.ep.dst, self.conn.sut_port);
-        let remote = SocketAddr::new(self.conn.ep.src, self.conn.peer_port);
-        if let Ok(info) = self.observer.connection(local, remote) {
-            self.trace.record(SystemTime::now(), info.map(|i| i.state));
-        }
-    }
-
-    fn send(&mut self, step: &Step, spec: &SendSpec) -> Result<(), Failure> {
-        let tcp = self.conn.build(spec);
-        if let Err(why) = tcp.check() {
-            return Err(self.fail(
-                step,
-                "send".into(),
-                vec![("error:".into(), format!("cannot build this segment: {why}"))],
-            ));
-        }
-        let frame = wire::emit_tcp(topology::PEER_MAC, topology::SUT_MAC, self.conn.ep, &tcp);
-        let text = self.conn.describe_sent(&tcp);
-        if spec.delay > Duration::ZERO {
-            sleep_until(self.anchor + spec.delay);
-        }
-        let (at, _) = if spec.drop {
-            let c = format!("NOT SENT: dropped by {}: {text}", self.short_place(step));
-            self.link.record_dropped(frame, c)
-        } else {
-            let c = format!("sent by {}: {text}", self.short_place(step));
-            self.link.send(frame, c).map_err(|e| {
-                self.fail(
-                    step,
-                    format!("send {text}"),
-                    vec![("error:".into(), e.to_string())],
-                )
-            })?
-        };
-        self.conn.on_sent(&tcp, at, spec.drop);
-        self.mark(step, at, format!("the send at line {}", step.loc.line));
-        Ok(())
-    }
-
     fn window_start(&self, step: &Step, w: &Window) -> Result<(SystemTime, String), Failure> {
         match &w.since {
             Some(name) => self.named.get(name).cloned().ok_or_else(|| {
@@ -345,86 +367,12 @@ impl Run<'_> {
         }
     }
 
-    fn expect(&mut self, step: &Step, spec: &ExpectSpec) -> Result<(), Failure> {
-        let window = self.resolve_window(&spec.window);
-        let (from, from_what) = self.window_start(step, &window)?;
-        let want = matching::describe_expect(spec);
-        let deadline = deadline_of(from + window.within);
-        let Some(got) = self.link.next_arrival(deadline) else {
-            return Err(self.nothing_arrived(step, &window, &want, from, &from_what));
-        };
-        let actual = self.conn.describe_received(&got.tcp);
-        let offset = offset_text(got.at, from);
-        if let Err(why) = matching::check_segment(spec, &got, &self.conn) {
-            self.link.comment(
-                got.frame,
-                format!(
-                    "UNEXPECTED: {} expected {want}: {why}",
-                    self.short_place(step)
-                ),
-            );
-            return Err(self.fail(
-                step,
-                format!("expect {want}"),
-                vec![
-                    ("expected:".into(), want.clone()),
-                    (
-                        "actual:".into(),
-                        format!("{actual}  ({why}), at {offset} after {from_what}"),
-                    ),
-                ],
-            ));
-        }
-        if let Err(why) = matching::check_time(&window, got.at, from) {
-            self.link.comment(
-                got.frame,
-                format!("LATE/EARLY: matched {} but {why}", self.short_place(step)),
-            );
-            return Err(self.fail(
-                step,
-                format!("expect {want}"),
-                vec![
-                    (
-                        "expected:".into(),
-                        format!("{want} {}", matching::show_window(&window)),
-                    ),
-                    (
-                        "actual:".into(),
-                        format!("{actual} at {offset} after {from_what}: {why}"),
-                    ),
-                ],
-            ));
-        }
-        self.conn.note_transmission(&got.tcp, got.at);
-        if spec.drop {
-            self.link.comment(
-                got.frame,
-                format!(
-                    "matched {}, DROPPED by the harness (the peer ignores it): {actual}",
-                    self.short_place(step)
-                ),
-            );
-        } else {
-            self.link.comment(
-                got.frame,
-                format!("matched {}: {actual} at {offset}", self.short_place(step)),
-            );
-            self.conn.on_received(&got.tcp);
-        }
-        self.mark(
-            step,
-            got.at,
-            format!("the segment matched at line {}", step.loc.line),
-        );
-        Ok(())
-    }
-
     /// A `retransmission: N` window comes from the timer model and the RTTs seen so far.
-    fn resolve_window(&self, w: &Window) -> Window {
+    fn resolve_window(&self, w: &Window, conn: &str) -> Window {
         match w.retransmission {
             Some(n) => {
                 let (after, within) =
-                    timing::TimerModel::LINUX.retransmission_window(n, self.conn.rtt);
+                    timing::TimerModel::LINUX.retransmission_window(n, self.conn(conn).rtt);
                 Window {
                     after: Some(after),
                     within,
@@ -435,235 +383,10 @@ impl Run<'_> {
         }
     }
 
-    /// The window closed empty. Waiting a little longer tells "late, at +X" from "never", so
-    /// a wrong window fails with the time actually measured.
-    fn nothing_arrived(
-        &self,
-        step: &Step,
-        window: &Window,
-        want: &str,
-        from: SystemTime,
-        from_what: &str,
-    ) -> Failure {
-        let w = matching::show_window(window);
-        let grace = window
-            .within
-            .clamp(Duration::from_millis(200), Duration::from_secs(2));
-        let actual = match self.link.next_arrival(Instant::now() + grace) {
-            Some(late) => {
-                let text = self.conn.describe_received(&late.tcp);
-                let at = offset_text(late.at, from);
-                self.link.comment(
-                    late.frame,
-                    format!("LATE for {}: {text} at {at}", self.short_place(step)),
-                );
-                format!("nothing {w} of {from_what}; then {text} came at {at}")
-            }
-            None => format!(
-                "nothing arrived {w} of {from_what} (nor {} after)",
-                show_duration(grace)
-            ),
-        };
-        self.fail(
-            step,
-            format!("expect {want}"),
-            vec![
-                ("expected:".into(), format!("{want} {w}")),
-                ("actual:".into(), actual),
-            ],
-        )
-    }
-
-    fn quiet(&mut self, step: &Step, d: Duration) -> Result<(), Failure> {
-        let deadline = Instant::now() + d;
-        if let Some(got) = self.link.next_arrival(deadline) {
-            return Err(self.unexpected(step, got, format!("quiet {}", show_duration(d))));
-        }
-        Ok(())
-    }
-
-    fn unexpected(&self, step: &Step, got: Arrival, during: String) -> Failure {
-        let actual = self.conn.describe_received(&got.tcp);
-        self.link.comment(
-            got.frame,
-            format!(
-                "UNEXPECTED during {} of {}: {actual}",
-                during,
-                self.short_place(step)
-            ),
-        );
-        let offset = offset_text(got.at, self.anchor);
-        self.fail(
-            step,
-            format!("{during}: the SUT sent a segment no step expects"),
-            vec![
-                ("expected:".into(), "nothing".into()),
-                (
-                    "actual:".into(),
-                    format!("{actual} at {offset} after {}", self.anchor_what),
-                ),
-            ],
-        )
-    }
-
-    fn call(&mut self, step: &Step, call: &crate::script::Call) -> Result<(), Failure> {
-        let timeout = self.sc.setup.call_timeout;
-        let done = self.sut.call(self.topo, call, timeout).map_err(|e| {
-            self.fail(
-                step,
-                format!("call {}", call.text),
-                vec![("error:".into(), e)],
-            )
-        })?;
-        let Some(done) = done else {
-            return Err(self.fail(step, format!("call {}", call.text), vec![
-                ("expected:".into(), sut::show_outcome(&call.outcome)),
-                ("actual:".into(), format!("still blocked after {}; a call that blocks needs `background: true` and an `await` step", show_duration(timeout))),
-            ]));
-        };
-        self.check_call(step, call, &done)?;
-        self.mark(
-            step,
-            done.started,
-            format!("the call at line {}", step.loc.line),
-        );
-        Ok(())
-    }
-
-    fn check_call(
-        &self,
-        step: &Step,
-        call: &crate::script::Call,
-        done: &Completed,
-    ) -> Result<(), Failure> {
-        if sut::check_outcome(&call.outcome, &done.result) {
-            return Ok(());
-        }
-        Err(self.fail(
-            step,
-            format!("call {}", call.text),
-            vec![
-                ("expected:".into(), sut::show_outcome(&call.outcome)),
-                ("actual:".into(), done.result.to_string()),
-            ],
-        ))
-    }
-
-    fn call_background(&mut self, step: &Step, call: &crate::script::Call) -> Result<(), Failure> {
-        let name = step.name.clone().unwrap_or_default();
-        let started = self
-            .sut
-            .call_background(self.topo, &name, call)
-            .map_err(|e| {
-                self.fail(
-                    step,
-                    format!("call {}", call.text),
-                    vec![("error:".into(), e)],
-                )
-            })?;
-        self.background.insert(name, (call.clone(), started));
-        self.mark(
-            step,
-            started,
-            format!(
-                "the start of call `{}` at line {}",
-                call.text, step.loc.line
-            ),
-        );
-        Ok(())
-    }
-
-    fn await_call(&mut self, step: &Step, name: &str, w: &Window) -> Result<(), Failure> {
-        let (call, started) = self
-            .background
-            .remove(name)
-            .expect("checked when the script was loaded");
-        let (from, from_what) = match &w.since {
-            Some(_) => self.window_start(step, w)?,
-            None => (started, format!("the start of `{}`", call.text)),
-        };
-        let Some(done) = self.sut.collect(name, &call, deadline_of(from + w.within)) else {
-            return Err(self.fail(
-                step,
-                format!("await {name}"),
-                vec![
-                    (
-                        "expected:".into(),
-                        format!(
-                            "`{}` returns {} {}",
-                            call.text,
-                            sut::show_outcome(&call.outcome),
-                            matching::show_window(w)
-                        ),
-                    ),
-                    (
-                        "actual:".into(),
-                        format!(
-                            "still blocked {} after {from_what}",
-                            show_duration(w.within)
-                        ),
-                    ),
-                ],
-            ));
-        };
-        self.check_call(step, &call, &done)?;
-        if let Err(why) = matching::check_time(w, done.ended, from) {
-            return Err(self.fail(
-                step,
-                format!("await {name}"),
-                vec![
-                    (
-                        "expected:".into(),
-                        format!("`{}` returns {}", call.text, matching::show_window(w)),
-                    ),
-                    (
-                        "actual:".into(),
-                        format!(
-                            "returned {} after {from_what}: {why}",
-                            offset_text(done.ended, from)
-                        ),
-                    ),
-                ],
-            ));
-        }
-        self.mark(step, done.ended, format!("the return of `{}`", call.text));
-        Ok(())
-    }
-
-    fn state(&mut self, step: &Step, want: Option<TcpState>) -> Result<(), Failure> {
-        // The kernel handles our last frame in softirq context; give it a moment to settle
-        // before calling a state wrong, but never long enough to hide a transient state.
-        const SETTLE: Duration = Duration::from_millis(50);
-        let local = SocketAddr::new(self.conn.ep.dst, self.conn.sut_port);
-        let remote = SocketAddr::new(self.conn.ep.src, self.conn.peer_port);
-        let until = Instant::now() + SETTLE;
-        loop {
-            let now = self.observer.connection(local, remote).map_err(|e| {
-                self.fail(
-                    step,
-                    "state".into(),
-                    vec![("error:".into(), format!("sock_diag: {e}"))],
-                )
-            })?;
-            let got = now.as_ref().map(|i| i.state);
-            self.trace.record(SystemTime::now(), got);
-            if got == want {
-                return Ok(());
-            }
-            if Instant::now() >= until {
-                let show = |s: Option<TcpState>| {
-                    s.map_or("CLOSED (no socket)".to_string(), |s| s.name().to_string())
-                };
-                return Err(self.fail(
-                    step,
-                    format!("state {}", show(want)),
-                    vec![
-                        ("expected:".into(), show(want)),
-                        ("actual:".into(), show(got)),
-                    ],
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(1));
+    fn sample(&mut self) {
+        let (local, remote) = self.addrs(DEFAULT_CONN);
+        if let Ok(info) = self.observer.connection(local, remote) {
+            self.trace.record(SystemTime::now(), info.map(|i| i.state));
         }
     }
 
@@ -673,14 +396,11 @@ impl Run<'_> {
         let last = self.sc.steps.last().expect("a scenario has steps");
         let d = self.sc.setup.final_quiet;
         if let Some(got) = self.link.next_arrival(Instant::now() + d) {
-            return Err(self.unexpected(
-                last,
-                got,
-                format!(
-                    "the closing quiet period ({}) after the last step",
-                    show_duration(d)
-                ),
-            ));
+            let during = format!(
+                "the closing quiet period ({}) after the last step",
+                show_duration(d)
+            );
+            return Err(self.unexpected(last, got, during));
         }
         Ok(())
     }
@@ -688,7 +408,7 @@ impl Run<'_> {
     /// Stops the link and marks what nobody claimed.
     fn finish(&mut self) {
         for got in self.link.stop() {
-            let actual = self.conn.describe_received(&got.tcp);
+            let actual = self.conn_of(&got.tcp).describe_received(&got.tcp);
             self.link.comment(
                 got.frame,
                 format!("UNEXPECTED (after the trial had failed or ended): {actual}"),

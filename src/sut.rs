@@ -50,19 +50,18 @@ pub struct Completed {
 /// when a script's call never completes.
 const SOCKET_IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The addresses a call uses: `bind` takes the first, `connect` the second.
+pub type Addrs = (SocketAddr, SocketAddr);
+
 pub struct KernelSut {
-    sut: SocketAddr,
-    peer: SocketAddr,
     /// Script names of descriptors; None once the script closed it.
     fds: HashMap<String, Option<RawFd>>,
     background: HashMap<String, Receiver<Completed>>,
 }
 
 impl KernelSut {
-    pub fn new(sut: SocketAddr, peer: SocketAddr) -> KernelSut {
+    pub fn new() -> KernelSut {
         KernelSut {
-            sut,
-            peer,
             fds: HashMap::new(),
             background: HashMap::new(),
         }
@@ -73,9 +72,10 @@ impl KernelSut {
         &mut self,
         topo: &Topology,
         call: &Call,
+        addrs: Addrs,
         timeout: Duration,
     ) -> Result<Option<Completed>, String> {
-        let rx = self.start(topo, call)?;
+        let rx = self.start(topo, call, addrs)?;
         match rx.recv_timeout(timeout) {
             Ok(done) => {
                 self.record(call, &done.result);
@@ -91,9 +91,10 @@ impl KernelSut {
         topo: &Topology,
         name: &str,
         call: &Call,
+        addrs: Addrs,
     ) -> Result<SystemTime, String> {
         let started = SystemTime::now();
-        let rx = self.start(topo, call)?;
+        let rx = self.start(topo, call, addrs)?;
         self.background.insert(name.to_string(), rx);
         Ok(started)
     }
@@ -109,13 +110,18 @@ impl KernelSut {
         Some(done)
     }
 
-    fn start(&mut self, topo: &Topology, call: &Call) -> Result<Receiver<Completed>, String> {
+    fn start(
+        &mut self,
+        topo: &Topology,
+        call: &Call,
+        (sut, peer): Addrs,
+    ) -> Result<Receiver<Completed>, String> {
         let fd = match call.func {
             Func::Socket => -1,
             _ => self.fds.get(&call.fd).copied().flatten().unwrap_or(-1),
         };
         let (tx, rx) = mpsc::channel();
-        let (func, sut, peer) = (call.func.clone(), self.sut, self.peer);
+        let func = call.func.clone();
         if func == Func::Socket {
             // socket() must run inside the SUT netns.
             let started = SystemTime::now();
@@ -260,6 +266,7 @@ fn execute(func: &Func, fd: RawFd, sut: SocketAddr, peer: SocketAddr) -> CallRes
             buf.truncate(n as usize);
             CallResult::Data(buf)
         }
+        Func::ReadAll { n } => read_all(fd, *n),
         Func::Shutdown(how) => {
             let how = match how {
                 How::Rd => libc::SHUT_RD,
@@ -272,6 +279,24 @@ fn execute(func: &Func, fd: RawFd, sut: SocketAddr, peer: SocketAddr) -> CallRes
         Func::Dup => ret(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) } as isize),
         Func::SetSockOpt(opt) => ret(set_option(fd, opt)),
     }
+}
+
+/// recv() until `n` bytes or EOF; an error after some data still returns the data.
+fn read_all(fd: RawFd, n: usize) -> CallResult {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let r = unsafe { libc::recv(fd, buf[got..].as_mut_ptr() as *mut _, n - got, 0) };
+        match r {
+            0 => break,
+            r if r < 0 && got == 0 => return CallResult::Err(Errno::last()),
+            r if r < 0 => break,
+            r => got += r as usize,
+        }
+    }
+    buf.truncate(got);
+    CallResult::Data(buf)
 }
 
 fn set_option(fd: RawFd, opt: &SockOpt) -> isize {
@@ -351,5 +376,11 @@ pub fn show_outcome(o: &Outcome) -> String {
         Outcome::Data(d) => format!("{:?}", String::from_utf8_lossy(d)),
         Outcome::Errno(e) => format!("-1 {e:?}"),
         Outcome::NewFd(n) => format!("a new descriptor `{n}`"),
+    }
+}
+
+impl Default for KernelSut {
+    fn default() -> Self {
+        Self::new()
     }
 }

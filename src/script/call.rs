@@ -29,6 +29,10 @@ pub enum Func {
     Read {
         max: usize,
     },
+    /// Reads until `n` bytes have come, or EOF.
+    ReadAll {
+        n: usize,
+    },
     Shutdown(How),
     Close,
     /// A second descriptor for the same socket; its name comes from `= name`.
@@ -350,6 +354,22 @@ fn build_func(
             }
             return Ok(Func::Read { max: max as usize });
         }
+        "read_all" => {
+            arity(1)?;
+            let n = int_at(0, "a byte count")?;
+            if !(1..=16 << 20).contains(&n) {
+                return err(args[0].0, "byte count must be 1 to 16 MiB");
+            }
+            return Ok(Func::ReadAll { n: n as usize });
+        }
+        "read_all" => {
+            arity(1)?;
+            let n = int_at(0, "a byte count")?;
+            if !(1..=16 << 20).contains(&n) {
+                return err(args[0].0, "byte count must be 1 to 16 MiB");
+            }
+            return Ok(Func::ReadAll { n: n as usize });
+        }
         "shutdown" => {
             arity(1)?;
             return match args.first() {
@@ -365,7 +385,7 @@ fn build_func(
             return err(
                 name_at,
                 format!(
-                    "unknown call `{name}`; expected socket, bind, listen, accept, connect, write, read, shutdown, close, dup or setsockopt"
+                    "unknown call `{name}`; expected socket, bind, listen, accept, connect, write, read, read_all, shutdown, close, dup or setsockopt"
                 ),
             )
         }
@@ -456,6 +476,8 @@ fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<Outcome, CallError> {
             Func::Accept => Outcome::NewFd(DEFAULT_FD.into()),
             Func::Write(p) => Outcome::Ret(p.bytes().len() as i64),
             Func::Read { .. } => Outcome::Success,
+            Func::ReadAll { n } => Outcome::Ret(*n as i64),
+            Func::ReadAll { n } => Outcome::Ret(*n as i64),
             Func::Socket | Func::Dup => Outcome::Success,
             _ => Outcome::Ret(0),
         });
@@ -463,7 +485,7 @@ fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<Outcome, CallError> {
     lx.skip_ws();
     let at = lx.pos;
     if lx.peek() == Some('"') {
-        if !matches!(func, Func::Read { .. }) {
+        if !matches!(func, Func::Read { .. } | Func::ReadAll { .. }) {
             return err(at, "only read() can be expected to return a \"string\"");
         }
         return Ok(Outcome::Data(lx.string()?));

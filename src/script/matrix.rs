@@ -40,12 +40,19 @@ impl Combination {
         if self.params.is_empty() {
             return String::new();
         }
-        let parts: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let parts: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!("[{}]", parts.join(","))
     }
 
     pub fn value(&self, param: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == param).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == param)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -60,7 +67,8 @@ impl Matrix {
                     let mut c = c.clone();
                     c.params.push((p.name.clone(), value.clone()));
                     c.vars.insert(p.name.clone(), value.clone());
-                    c.vars.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    c.vars
+                        .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
                     next.push(c);
                 }
             }
@@ -91,8 +99,15 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String,
             Some(v) => out.push_str(v),
             None => {
                 let known: Vec<&str> = vars.keys().map(String::as_str).collect();
-                let hint = if known.is_empty() { "the file has no `matrix:`".to_string() } else { format!("known: {}", known.join(", ")) };
-                return Err((offset + i, format!("unknown variable `${{{name}}}` ({hint})")));
+                let hint = if known.is_empty() {
+                    "the file has no `matrix:`".to_string()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
+                return Err((
+                    offset + i,
+                    format!("unknown variable `${{{name}}}` ({hint})"),
+                ));
             }
         }
         offset += i + 2 + end + 1;
@@ -210,7 +225,9 @@ impl<'de> Deserialize<'de> for Matrix {
                 while let Some(name) = map.next_key::<String>()? {
                     let Values(values) = map.next_value()?;
                     if values.is_empty() {
-                        return Err(de::Error::custom(format!("matrix parameter `{name}` has no values")));
+                        return Err(de::Error::custom(format!(
+                            "matrix parameter `{name}` has no values"
+                        )));
                     }
                     out.push(Param { name, values });
                 }
@@ -252,11 +269,19 @@ impl When {
         let mut all = true;
         for (name, values) in &self.0 {
             let Some(param) = matrix.param(name) else {
-                return Err(format!("`when:` names `{name}`, which is not a matrix parameter"));
+                return Err(format!(
+                    "`when:` names `{name}`, which is not a matrix parameter"
+                ));
             };
-            if let Some(bad) = values.iter().find(|v| !param.values.iter().any(|(pv, _)| pv == *v)) {
+            if let Some(bad) = values
+                .iter()
+                .find(|v| !param.values.iter().any(|(pv, _)| pv == *v))
+            {
                 let known: Vec<&str> = param.values.iter().map(|(v, _)| v.as_str()).collect();
-                return Err(format!("`when:` value `{bad}` is not a value of `{name}` ({})", known.join(", ")));
+                return Err(format!(
+                    "`when:` value `{bad}` is not a value of `{name}` ({})",
+                    known.join(", ")
+                ));
             }
             all &= c.value(name).is_some_and(|v| values.iter().any(|x| x == v));
         }
@@ -270,13 +295,21 @@ mod tests {
 
     #[test]
     fn combinations_keep_the_file_order() {
-        let m: Matrix = serde_saphyr::from_str("state: [A, B]\npos:\n  left: {seq: 0}\n  right: {seq: 9}\n").unwrap();
+        let m: Matrix =
+            serde_saphyr::from_str("state: [A, B]\npos:\n  left: {seq: 0}\n  right: {seq: 9}\n")
+                .unwrap();
         let all = m.combinations();
         assert_eq!(all.len(), 4);
         assert_eq!(all[1].suffix(), "[state=A,pos=right]");
         assert_eq!(all[1].vars["seq"], "9");
-        assert_eq!(substitute("seq: ${seq} ${state}", &all[1].vars).unwrap(), "seq: 9 A");
-        assert!(substitute("${nope}", &all[1].vars).unwrap_err().1.contains("unknown variable"));
+        assert_eq!(
+            substitute("seq: ${seq} ${state}", &all[1].vars).unwrap(),
+            "seq: 9 A"
+        );
+        assert!(substitute("${nope}", &all[1].vars)
+            .unwrap_err()
+            .1
+            .contains("unknown variable"));
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct Setup {
     pub peer: PeerConfig,
     pub sut_port: u16,
     pub peer_port: u16,
+    /// Every connection, `conn` first.
+    pub connections: Vec<ConnDef>,
     pub final_quiet: Duration,
     pub call_timeout: Duration,
 }
@@ -138,6 +140,7 @@ pub struct Window {
 
 #[derive(Clone, Debug)]
 pub struct SendSpec {
+    pub conn: String,
     pub flags: TcpFlags,
     pub seq: Option<SeqSpec>,
     pub ack: Option<SeqSpec>,
@@ -151,6 +154,7 @@ pub struct SendSpec {
 
 #[derive(Clone, Debug)]
 pub struct ExpectSpec {
+    pub conn: String,
     pub flags: TcpFlags,
     pub seq: Option<SeqSpec>,
     pub ack: Option<SeqSpec>,
@@ -176,10 +180,43 @@ pub enum Action {
         name: String,
         window: Window,
     },
-    /// None means CLOSED: no socket for the connection.
-    State(Option<TcpState>),
+    State(StateCheck),
+    /// Wait until the connection leaves `state`; the moment must fall in the window.
+    Leave {
+        state: TcpState,
+        window: Window,
+        conn: String,
+    },
+    /// The peer sends `bytes` of data within the SUT's window and takes in its ACKs.
+    Transfer {
+        bytes: usize,
+        segment: Option<u16>,
+        conn: String,
+    },
     Wait(Duration),
 }
+
+/// A `state` step: the connection's state now and, optionally, its timer.
+#[derive(Clone, Debug)]
+pub struct StateCheck {
+    /// None means CLOSED: no socket for the connection.
+    pub want: Option<TcpState>,
+    /// The remaining time of the SUT's timer must lie in this range.
+    pub timer: Option<(Duration, Duration)>,
+    pub conn: String,
+}
+
+/// One connection of a scenario: `conn` (from the setup), and any in `setup.connections`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnDef {
+    pub name: String,
+    pub sut_port: u16,
+    pub peer_port: u16,
+    pub isn: u32,
+}
+
+/// The connection steps act on when they name none.
+pub const DEFAULT_CONN: &str = "conn";
 
 #[derive(Clone, Debug)]
 pub struct Step {
@@ -224,13 +261,26 @@ pub fn load(file: &Path, default_group: &str) -> Result<Vec<Scenario>, ScriptErr
 }
 
 /// Every scenario a script's text stands for (one per matrix combination).
-pub fn parse_all(text: &str, file: &Path, default_group: &str) -> Result<Vec<Scenario>, ScriptError> {
+pub fn parse_all(
+    text: &str,
+    file: &Path,
+    default_group: &str,
+) -> Result<Vec<Scenario>, ScriptError> {
     let matrix = read_matrix(text);
     let mut out = Vec::new();
     for combo in matrix.combinations() {
-        let cx = Cx { file, text, matrix: &matrix, combo: &combo };
-        let expanded = matrix::substitute(text, &combo.vars).map_err(|(at, msg)| cx.error(loc_of_offset(text, at), msg))?;
-        let cx = Cx { text: &expanded, ..cx };
+        let cx = Cx {
+            file,
+            text,
+            matrix: &matrix,
+            combo: &combo,
+        };
+        let expanded = matrix::substitute(text, &combo.vars)
+            .map_err(|(at, msg)| cx.error(loc_of_offset(text, at), msg))?;
+        let cx = Cx {
+            text: &expanded,
+            ..cx
+        };
         let raw: RawScenario = serde_saphyr::from_str(&expanded).map_err(|e| cx.yaml_error(&e))?;
         out.push(lower(&cx, raw, default_group)?);
     }
@@ -246,7 +296,11 @@ pub fn parse(text: &str, file: &Path, default_group: &str) -> Result<Scenario, S
 /// usable matrix, and the full parse reports why.
 fn read_matrix(text: &str) -> Matrix {
     let blank = matrix::blank_variables(text);
-    serde_saphyr::from_str::<MatrixOnly>(&blank).ok().and_then(|m| m.matrix).map(|m| m.value).unwrap_or_default()
+    serde_saphyr::from_str::<MatrixOnly>(&blank)
+        .ok()
+        .and_then(|m| m.matrix)
+        .map(|m| m.value)
+        .unwrap_or_default()
 }
 
 fn loc_of_offset(text: &str, at: usize) -> Loc {
@@ -339,7 +393,7 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
             steps.push(step);
         }
     }
-    check_flow(cx, &steps)?;
+    check_flow(cx, &steps, &setup.connections)?;
     Ok(Scenario {
         file: cx.file.to_path_buf(),
         name,
@@ -407,6 +461,8 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
     for (key, value) in &raw.sysctls {
         sysctls.push((check_sysctl(cx, key, value)?, sysctl_text(&value.value)));
     }
+    let sut_port = raw.sut_port.unwrap_or(8080);
+    let peer_port = raw.peer_port.unwrap_or(40000);
     let p = raw.peer.as_ref();
     let d = PeerConfig::default();
     let peer = PeerConfig {
@@ -417,15 +473,53 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
         sack: p.and_then(|p| p.sack).unwrap_or(d.sack),
         timestamps: p.and_then(|p| p.timestamps).unwrap_or(d.timestamps),
     };
+    let peer_isn = peer.isn;
     Ok(Setup {
         open,
         sysctls,
         peer,
-        sut_port: raw.sut_port.unwrap_or(8080),
-        peer_port: raw.peer_port.unwrap_or(40000),
+        sut_port,
+        peer_port,
+        connections: lower_connections(cx, raw, sut_port, peer_port, peer_isn)?,
         final_quiet: raw.final_quiet.map_or(DEFAULT_FINAL_QUIET, |d| d.0),
         call_timeout: raw.call_timeout.map_or(DEFAULT_CALL_TIMEOUT, |d| d.0),
     })
+}
+
+/// `conn` from the setup, then the named ones. Each other connection gets its own ISN so the
+/// captures tell them apart.
+fn lower_connections(
+    cx: &Cx,
+    raw: &RawSetup,
+    sut_port: u16,
+    peer_port: u16,
+    isn: u32,
+) -> Result<Vec<ConnDef>, ScriptError> {
+    let mut out = vec![ConnDef {
+        name: DEFAULT_CONN.into(),
+        sut_port,
+        peer_port,
+        isn,
+    }];
+    for (i, (name, c)) in raw.connections.iter().enumerate() {
+        if name == DEFAULT_CONN
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            let at = raw.open.as_ref().map(Loc::of).unwrap_or_default();
+            return Err(cx.error(at, format!("connection name `{name}` must be lowercase letters, digits or _, and not `conn`")));
+        }
+        out.push(ConnDef {
+            name: name.clone(),
+            sut_port: c.sut_port.unwrap_or(sut_port),
+            peer_port: c.peer_port,
+            isn: c
+                .isn
+                .unwrap_or(isn.wrapping_add(1_000_000 * (i as u32 + 1))),
+        });
+    }
+    Ok(out)
 }
 
 fn sysctl_text(v: &SysctlValue) -> String {
@@ -516,6 +610,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
         })
     });
     let syn = |flags: &str, seq: i64, ack: Option<i64>| SendSpec {
+        conn: DEFAULT_CONN.into(),
         flags: flags.parse().expect("flags"),
         seq: Some(SeqSpec::Rel(seq)),
         ack: ack.map(SeqSpec::Rel),
@@ -526,6 +621,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
         drop: false,
     };
     let expect = |flags: &str, seq: i64, ack: Option<i64>| ExpectSpec {
+        conn: DEFAULT_CONN.into(),
         flags: flags.parse().expect("flags"),
         seq: Some(SeqSpec::Rel(seq)),
         ack: ack.map(SeqSpec::Rel),
@@ -586,7 +682,11 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
 fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Option<Step>, ScriptError> {
     let r = &s.value;
     if let Some(w) = &r.when {
-        if !w.value.check(cx.matrix, cx.combo).map_err(|e| cx.at(w, e))? {
+        if !w
+            .value
+            .check(cx.matrix, cx.combo)
+            .map_err(|e| cx.at(w, e))?
+        {
             return Ok(None);
         }
     }
@@ -598,13 +698,15 @@ fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Option<Step>, ScriptError
         r.await_.is_some(),
         r.state.is_some(),
         r.wait.is_some(),
+        r.leave.is_some(),
+        r.transfer.is_some(),
     ];
     match actions.iter().filter(|a| **a).count() {
         1 => {}
         0 => {
             return Err(cx.at(
                 s,
-                "a step needs one action: send, expect, quiet, call, await, state or wait",
+                "a step needs one action: send, expect, quiet, call, await, state, leave, transfer or wait",
             ))
         }
         _ => {
@@ -701,14 +803,88 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
             window,
         });
     }
-    let st = r.state.as_ref().expect("one action is present");
-    if st.value.eq_ignore_ascii_case("CLOSED") {
-        return Ok(Action::State(None));
+    if let Some(l) = &r.leave {
+        return lower_leave(cx, l);
     }
-    st.value
-        .parse::<TcpState>()
-        .map(|s| Action::State(Some(s)))
-        .map_err(|e| cx.at(st, format!("{e} (or CLOSED: no socket left)")))
+    if let Some(t) = &r.transfer {
+        let conn = check_conn(cx, t, t.value.conn.as_deref())?;
+        if t.value.bytes == 0 || t.value.bytes > 16 << 20 {
+            return Err(cx.at(t, "`bytes` must be 1 to 16 MiB"));
+        }
+        return Ok(Action::Transfer {
+            bytes: t.value.bytes as usize,
+            segment: t.value.segment,
+            conn,
+        });
+    }
+    let st = r.state.as_ref().expect("one action is present");
+    lower_state(cx, st).map(Action::State)
+}
+
+fn parse_state(
+    cx: &Cx,
+    at: &Spanned<impl Sized>,
+    name: &str,
+) -> Result<Option<TcpState>, ScriptError> {
+    if name.eq_ignore_ascii_case("CLOSED") {
+        return Ok(None);
+    }
+    name.parse::<TcpState>()
+        .map(Some)
+        .map_err(|e| cx.at(at, format!("{e} (or CLOSED: no socket left)")))
+}
+
+fn lower_state(cx: &Cx, st: &Spanned<raw::RawState>) -> Result<StateCheck, ScriptError> {
+    let want = parse_state(cx, st, &st.value.is)?;
+    let timer = match &st.value.timer {
+        Some(t) => Some(parse_range(t).map_err(|e| cx.at(st, e))?),
+        None => None,
+    };
+    if timer.is_some() && want.is_none() {
+        return Err(cx.at(st, "a CLOSED connection has no timer to check"));
+    }
+    let conn = check_conn(cx, st, st.value.conn.as_deref())?;
+    Ok(StateCheck { want, timer, conn })
+}
+
+/// `58s..60s`
+fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
+    let (lo, hi) = text
+        .split_once("..")
+        .ok_or_else(|| format!("timer range `{text}` needs MIN..MAX, like 58s..60s"))?;
+    let (lo, hi) = (values::parse_duration(lo)?, values::parse_duration(hi)?);
+    if lo > hi {
+        return Err(format!("timer range `{text}` is empty"));
+    }
+    Ok((lo, hi))
+}
+
+fn lower_leave(cx: &Cx, l: &Spanned<raw::RawLeave>) -> Result<Action, ScriptError> {
+    let state = parse_state(cx, l, &l.value.state)?.ok_or_else(|| {
+        cx.at(
+            l,
+            "a connection cannot leave CLOSED; name the state it is in",
+        )
+    })?;
+    if l.value.after.is_some_and(|a| a.0 > l.value.within.0) {
+        return Err(cx.at(l, "`after` is later than `within`: the window is empty"));
+    }
+    let window = Window {
+        after: l.value.after.map(|d| d.0),
+        within: l.value.within.0,
+        since: l.value.since.clone(),
+        retransmission: None,
+    };
+    Ok(Action::Leave {
+        state,
+        window,
+        conn: check_conn(cx, l, l.value.conn.as_deref())?,
+    })
+}
+
+/// A connection name a step uses; the list of connections is checked in `check_flow`.
+fn check_conn<T>(_cx: &Cx, _at: &Spanned<T>, name: Option<&str>) -> Result<String, ScriptError> {
+    Ok(name.unwrap_or(DEFAULT_CONN).to_string())
 }
 
 fn lower_options(
@@ -737,6 +913,10 @@ fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
         (None, None) => Vec::new(),
     };
     Ok(SendSpec {
+        conn: r
+            .conn
+            .as_ref()
+            .map_or(DEFAULT_CONN.to_string(), |c| c.value.clone()),
         flags: r.flags.value.0,
         seq: r.seq,
         ack: r.ack,
@@ -779,6 +959,10 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
         }
     }
     Ok(ExpectSpec {
+        conn: r
+            .conn
+            .as_ref()
+            .map_or(DEFAULT_CONN.to_string(), |c| c.value.clone()),
         flags: r.flags.value.0,
         seq: r.seq,
         ack: r.ack,
@@ -797,11 +981,21 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
 }
 
 /// Checks that names, anchors, descriptors and background calls are used in a sensible order.
-fn check_flow(cx: &Cx, steps: &[Step]) -> Result<(), ScriptError> {
+fn check_flow(cx: &Cx, steps: &[Step], conns: &[ConnDef]) -> Result<(), ScriptError> {
     let mut names: HashSet<&str> = HashSet::new();
     let mut fds: HashSet<String> = HashSet::new();
     let mut pending: Vec<&str> = Vec::new();
     for s in steps {
+        if let Some(c) = step_conn(s).filter(|c| !conns.iter().any(|d| d.name == *c)) {
+            let known: Vec<&str> = conns.iter().map(|d| d.name.as_str()).collect();
+            return Err(cx.error(
+                s.loc,
+                format!(
+                    "connection `{c}` is not defined; known: {} (add it under setup.connections)",
+                    known.join(", ")
+                ),
+            ));
+        }
         let since = match &s.action {
             Action::Expect(e) => e.window.since.as_deref(),
             Action::Await { window, .. } => window.since.as_deref(),
@@ -849,6 +1043,17 @@ fn check_flow(cx: &Cx, steps: &[Step]) -> Result<(), ScriptError> {
         ));
     }
     Ok(())
+}
+
+/// The connection a step acts on, if it acts on one.
+fn step_conn(s: &Step) -> Option<&str> {
+    match &s.action {
+        Action::Send(x) => Some(&x.conn),
+        Action::Expect(x) => Some(&x.conn),
+        Action::State(x) => Some(&x.conn),
+        Action::Leave { conn, .. } | Action::Transfer { conn, .. } => Some(conn),
+        _ => None,
+    }
 }
 
 fn check_fds(cx: &Cx, s: &Step, c: &Call, fds: &mut HashSet<String>) -> Result<(), ScriptError> {

@@ -54,6 +54,8 @@ pub struct RawSetup {
     #[serde(default)]
     pub peer_port: Option<u16>,
     #[serde(default)]
+    pub connections: BTreeMap<String, RawConnection>,
+    #[serde(default)]
     pub final_quiet: Option<Dur>,
     #[serde(default)]
     pub call_timeout: Option<Dur>,
@@ -87,7 +89,9 @@ pub struct RawStep {
     pub call: Option<Spanned<String>>,
     #[serde(rename = "await")]
     pub await_: Option<Spanned<String>>,
-    pub state: Option<Spanned<String>>,
+    pub state: Option<Spanned<RawState>>,
+    pub leave: Option<Spanned<RawLeave>>,
+    pub transfer: Option<Spanned<RawTransfer>>,
     pub wait: Option<Spanned<Dur>>,
     /// Names the step's moment so later steps can measure from it (`since:`).
     pub name: Option<Spanned<String>>,
@@ -105,6 +109,7 @@ pub struct RawStep {
 #[serde(deny_unknown_fields)]
 pub struct RawSend {
     pub flags: Spanned<FlagsSpec>,
+    pub conn: Option<Spanned<String>>,
     pub seq: Option<SeqSpec>,
     pub ack: Option<SeqSpec>,
     pub win: Option<u16>,
@@ -119,6 +124,7 @@ pub struct RawSend {
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
     pub flags: Spanned<FlagsSpec>,
+    pub conn: Option<Spanned<String>>,
     pub seq: Option<SeqSpec>,
     pub ack: Option<SeqSpec>,
     pub win: Option<u16>,
@@ -130,4 +136,77 @@ pub struct RawExpect {
     pub since: Option<Spanned<String>>,
     pub retransmission: Option<Spanned<u32>>,
     pub drop: Option<bool>,
+}
+
+/// Another connection of the scenario (`conn` is always there).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnection {
+    pub peer_port: u16,
+    pub sut_port: Option<u16>,
+    pub isn: Option<u32>,
+}
+
+/// `state: TIME_WAIT`, or `state: {is: TIME_WAIT, timer: 58s..60s, conn: c2}`.
+#[derive(Debug, Default)]
+pub struct RawState {
+    pub is: String,
+    pub timer: Option<String>,
+    pub conn: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStateMap {
+    is: String,
+    timer: Option<String>,
+    conn: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawState;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a state name, or {is: STATE, timer: MIN..MAX, conn: NAME}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawState, E> {
+                Ok(RawState {
+                    is: v.to_string(),
+                    ..RawState::default()
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawState, A::Error> {
+                let m =
+                    RawStateMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawState {
+                    is: m.is,
+                    timer: m.timer,
+                    conn: m.conn,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `leave: {state: TIME_WAIT, after: 59s, within: 62s}`
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawLeave {
+    pub state: String,
+    pub after: Option<Dur>,
+    pub within: Dur,
+    pub since: Option<String>,
+    pub conn: Option<String>,
+}
+
+/// `transfer: {bytes: 65536}`
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransfer {
+    pub bytes: u32,
+    pub segment: Option<u16>,
+    pub conn: Option<String>,
 }

@@ -164,6 +164,10 @@ impl<'de> Deserialize<'de> for SeqSpec {
                 self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<SeqSpec, E> {
+                // A matrix variable in quotes arrives as text.
+                if let Ok(n) = v.trim().parse::<i64>() {
+                    return self.visit_i64(n);
+                }
                 let abs = v.trim().strip_prefix("abs").map(str::trim);
                 match abs.map(str::parse::<u32>) {
                     Some(Ok(n)) => Ok(SeqSpec::Abs(n)),

@@ -1,0 +1,168 @@
+//! Steps of the SUT application: `call` and `await`, with every read checked against what
+//! the peer sent.
+
+use super::{deadline_of, matching, offset_text, Failure, Run};
+use crate::script::values::show_duration;
+use crate::script::{Call, Func, Step, Window, DEFAULT_CONN};
+use crate::sut::{self, CallResult, Completed};
+
+impl Run<'_> {
+    /// The addresses a call's `bind`/`connect` use: those of the connection named like its
+    /// descriptor, else `conn`'s.
+    fn call_addrs(&self, call: &Call) -> crate::sut::Addrs {
+        let name = if self.conns.iter().any(|(n, _)| *n == call.fd) {
+            call.fd.as_str()
+        } else {
+            DEFAULT_CONN
+        };
+        self.addrs(name)
+    }
+
+    pub(super) fn call(&mut self, step: &Step, call: &Call) -> Result<(), Failure> {
+        let timeout = self.sc.setup.call_timeout;
+        let addrs = self.call_addrs(call);
+        let done = self
+            .sut
+            .call(self.topo, call, addrs, timeout)
+            .map_err(|e| {
+                self.fail(
+                    step,
+                    format!("call {}", call.text),
+                    vec![("error:".into(), e)],
+                )
+            })?;
+        let Some(done) = done else {
+            return Err(self.fail(step, format!("call {}", call.text), vec![
+                ("expected:".into(), sut::show_outcome(&call.outcome)),
+                ("actual:".into(), format!("still blocked after {}; a call that blocks needs `background: true` and an `await` step", show_duration(timeout))),
+            ]));
+        };
+        self.check_call(step, call, &done)?;
+        self.mark(
+            step,
+            done.started,
+            format!("the call at line {}", step.loc.line),
+        );
+        Ok(())
+    }
+
+    /// The result, and for reads on a connection's descriptor, the bytes themselves.
+    fn check_call(&mut self, step: &Step, call: &Call, done: &Completed) -> Result<(), Failure> {
+        if !sut::check_outcome(&call.outcome, &done.result) {
+            return Err(self.fail(
+                step,
+                format!("call {}", call.text),
+                vec![
+                    ("expected:".into(), sut::show_outcome(&call.outcome)),
+                    ("actual:".into(), done.result.to_string()),
+                ],
+            ));
+        }
+        let is_read = matches!(call.func, Func::Read { .. } | Func::ReadAll { .. });
+        let (CallResult::Data(data), true) = (&done.result, is_read) else {
+            return Ok(());
+        };
+        if !self.conns.iter().any(|(n, _)| *n == call.fd) {
+            return Ok(());
+        }
+        let offset = self.read_offsets.get(&call.fd).copied().unwrap_or(0);
+        if let Err(why) = self.conn(&call.fd).check_read(offset, data) {
+            return Err(self.fail(
+                step,
+                format!("call {}", call.text),
+                vec![
+                    ("expected:".into(), "the bytes the peer sent".into()),
+                    ("actual:".into(), why),
+                ],
+            ));
+        }
+        self.read_offsets
+            .insert(call.fd.clone(), offset + data.len());
+        Ok(())
+    }
+
+    pub(super) fn call_background(&mut self, step: &Step, call: &Call) -> Result<(), Failure> {
+        let name = step.name.clone().unwrap_or_default();
+        let addrs = self.call_addrs(call);
+        let started = self
+            .sut
+            .call_background(self.topo, &name, call, addrs)
+            .map_err(|e| {
+                self.fail(
+                    step,
+                    format!("call {}", call.text),
+                    vec![("error:".into(), e)],
+                )
+            })?;
+        self.background.insert(name, (call.clone(), started));
+        self.mark(
+            step,
+            started,
+            format!(
+                "the start of call `{}` at line {}",
+                call.text, step.loc.line
+            ),
+        );
+        Ok(())
+    }
+
+    pub(super) fn await_call(
+        &mut self,
+        step: &Step,
+        name: &str,
+        w: &Window,
+    ) -> Result<(), Failure> {
+        let (call, started) = self
+            .background
+            .remove(name)
+            .expect("checked when the script was loaded");
+        let (from, from_what) = match &w.since {
+            Some(_) => self.window_start(step, w)?,
+            None => (started, format!("the start of `{}`", call.text)),
+        };
+        let Some(done) = self.sut.collect(name, &call, deadline_of(from + w.within)) else {
+            let want = format!(
+                "`{}` returns {} {}",
+                call.text,
+                sut::show_outcome(&call.outcome),
+                matching::show_window(w)
+            );
+            return Err(self.fail(
+                step,
+                format!("await {name}"),
+                vec![
+                    ("expected:".into(), want),
+                    (
+                        "actual:".into(),
+                        format!(
+                            "still blocked {} after {from_what}",
+                            show_duration(w.within)
+                        ),
+                    ),
+                ],
+            ));
+        };
+        self.check_call(step, &call, &done)?;
+        if let Err(why) = matching::check_time(w, done.ended, from) {
+            return Err(self.fail(
+                step,
+                format!("await {name}"),
+                vec![
+                    (
+                        "expected:".into(),
+                        format!("`{}` returns {}", call.text, matching::show_window(w)),
+                    ),
+                    (
+                        "actual:".into(),
+                        format!(
+                            "returned {} after {from_what}: {why}",
+                            offset_text(done.ended, from)
+                        ),
+                    ),
+                ],
+            ));
+        }
+        self.mark(step, done.ended, format!("the return of `{}`", call.text));
+        Ok(())
+    }
+}

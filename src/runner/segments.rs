@@ -1,0 +1,329 @@
+//! Steps on the wire: `send`, `expect`, `quiet` and `transfer`.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{deadline_of, matching, offset_text, sleep_until, Failure, Run};
+use crate::peer::{Arrival, PeerConn};
+use crate::script::values::show_duration;
+use crate::script::{ExpectSpec, SendSpec, SeqSpec, Step, Window};
+use crate::topology;
+use crate::wire::{self, TcpFlags};
+
+/// A transfer that makes no progress for this long has stalled.
+const TRANSFER_STALL: Duration = Duration::from_secs(3);
+
+impl Run<'_> {
+    pub(super) fn send(&mut self, step: &Step, spec: &SendSpec) -> Result<(), Failure> {
+        if spec.delay > Duration::ZERO {
+            sleep_until(self.anchor + spec.delay);
+        }
+        let at = self.transmit(step, spec, &spec.conn)?;
+        self.mark(step, at, format!("the send at line {}", step.loc.line));
+        Ok(())
+    }
+
+    /// Builds, sends (or drops) and records one peer segment; returns when it left.
+    fn transmit(
+        &mut self,
+        step: &Step,
+        spec: &SendSpec,
+        conn: &str,
+    ) -> Result<SystemTime, Failure> {
+        let c = self.conn(conn);
+        let tcp = c.build(spec);
+        if let Err(why) = tcp.check() {
+            let detail = format!("cannot build this segment: {why}");
+            return Err(self.fail(step, "send".into(), vec![("error:".into(), detail)]));
+        }
+        let frame = wire::emit_tcp(topology::PEER_MAC, topology::SUT_MAC, c.ep, &tcp);
+        let text = c.describe_sent(&tcp);
+        let (at, _) = if spec.drop {
+            let note = format!("NOT SENT: dropped by {}: {text}", self.short_place(step));
+            self.link.record_dropped(frame, note)
+        } else {
+            let note = format!("sent by {}: {text}", self.short_place(step));
+            self.link.send(frame, note).map_err(|e| {
+                self.fail(
+                    step,
+                    format!("send {text}"),
+                    vec![("error:".into(), e.to_string())],
+                )
+            })?
+        };
+        self.conn_mut(conn).on_sent(&tcp, at, spec.drop);
+        Ok(at)
+    }
+
+    pub(super) fn expect(&mut self, step: &Step, spec: &ExpectSpec) -> Result<(), Failure> {
+        let window = self.resolve_window(&spec.window, &spec.conn);
+        let (from, from_what) = self.window_start(step, &window)?;
+        let want = matching::describe_expect(spec);
+        let Some(got) = self.link.next_arrival(deadline_of(from + window.within)) else {
+            return Err(self.nothing_arrived(step, &window, &want, from, &from_what));
+        };
+        let conn = self.conn(&spec.conn);
+        let actual = conn.describe_received(&got.tcp);
+        let offset = offset_text(got.at, from);
+        let checked = matching::check_segment(spec, &got, conn).and_then(|()| {
+            if conn.owns(&got.tcp) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ports {} > {} belong to another connection than `{}`",
+                    got.tcp.src_port, got.tcp.dst_port, spec.conn
+                ))
+            }
+        });
+        if let Err(why) = checked {
+            self.link.comment(
+                got.frame,
+                format!(
+                    "UNEXPECTED: {} expected {want}: {why}",
+                    self.short_place(step)
+                ),
+            );
+            return Err(self.fail(
+                step,
+                format!("expect {want}"),
+                vec![
+                    ("expected:".into(), want.clone()),
+                    (
+                        "actual:".into(),
+                        format!("{actual}  ({why}), at {offset} after {from_what}"),
+                    ),
+                ],
+            ));
+        }
+        if let Err(why) = matching::check_time(&window, got.at, from) {
+            self.link.comment(
+                got.frame,
+                format!("LATE/EARLY: matched {} but {why}", self.short_place(step)),
+            );
+            return Err(self.fail(
+                step,
+                format!("expect {want}"),
+                vec![
+                    (
+                        "expected:".into(),
+                        format!("{want} {}", matching::show_window(&window)),
+                    ),
+                    (
+                        "actual:".into(),
+                        format!("{actual} at {offset} after {from_what}: {why}"),
+                    ),
+                ],
+            ));
+        }
+        self.accept(step, spec, &got, &actual, &offset);
+        self.mark(
+            step,
+            got.at,
+            format!("the segment matched at line {}", step.loc.line),
+        );
+        Ok(())
+    }
+
+    /// A matched segment: comment it, and let the peer learn from it unless it is "dropped".
+    fn accept(
+        &mut self,
+        step: &Step,
+        spec: &ExpectSpec,
+        got: &Arrival,
+        actual: &str,
+        offset: &str,
+    ) {
+        let place = self.short_place(step);
+        let c = self.conn_mut(&spec.conn);
+        c.note_transmission(&got.tcp, got.at);
+        let note = if spec.drop {
+            format!("matched {place}, DROPPED by the harness (the peer ignores it): {actual}")
+        } else {
+            c.on_received(&got.tcp);
+            format!("matched {place}: {actual} at {offset}")
+        };
+        self.link.comment(got.frame, note);
+    }
+
+    /// The window closed empty. Waiting a little longer tells "late, at +X" from "never", so
+    /// a wrong window fails with the time actually measured.
+    fn nothing_arrived(
+        &self,
+        step: &Step,
+        window: &Window,
+        want: &str,
+        from: SystemTime,
+        from_what: &str,
+    ) -> Failure {
+        let w = matching::show_window(window);
+        let grace = window
+            .within
+            .clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let actual = match self.link.next_arrival(Instant::now() + grace) {
+            Some(late) => {
+                let text = self.conn_of(&late.tcp).describe_received(&late.tcp);
+                let at = offset_text(late.at, from);
+                self.link.comment(
+                    late.frame,
+                    format!("LATE for {}: {text} at {at}", self.short_place(step)),
+                );
+                format!("nothing {w} of {from_what}; then {text} came at {at}")
+            }
+            None => format!(
+                "nothing arrived {w} of {from_what} (nor {} after)",
+                show_duration(grace)
+            ),
+        };
+        self.fail(
+            step,
+            format!("expect {want}"),
+            vec![
+                ("expected:".into(), format!("{want} {w}")),
+                ("actual:".into(), actual),
+            ],
+        )
+    }
+
+    pub(super) fn quiet(&mut self, step: &Step, d: Duration) -> Result<(), Failure> {
+        if let Some(got) = self.link.next_arrival(Instant::now() + d) {
+            return Err(self.unexpected(step, got, format!("quiet {}", show_duration(d))));
+        }
+        Ok(())
+    }
+
+    pub(super) fn unexpected(&self, step: &Step, got: Arrival, during: String) -> Failure {
+        let actual = self.conn_of(&got.tcp).describe_received(&got.tcp);
+        let place = self.short_place(step);
+        self.link.comment(
+            got.frame,
+            format!("UNEXPECTED during {during} of {place}: {actual}"),
+        );
+        let offset = offset_text(got.at, self.anchor);
+        self.fail(
+            step,
+            format!("{during}: the SUT sent a segment no step expects"),
+            vec![
+                ("expected:".into(), "nothing".into()),
+                (
+                    "actual:".into(),
+                    format!("{actual} at {offset} after {}", self.anchor_what),
+                ),
+            ],
+        )
+    }
+
+    /// Sends `bytes` within the SUT's window, MSS-sized, and takes in its ACKs (which need no
+    /// `expect`); anything else the SUT sends meanwhile fails the trial.
+    pub(super) fn transfer(
+        &mut self,
+        step: &Step,
+        bytes: usize,
+        segment: Option<u16>,
+        conn: &str,
+    ) -> Result<(), Failure> {
+        let c = self.conn(conn);
+        let mss = segment.unwrap_or(c.sut_mss()).max(1) as usize;
+        let start = c.snd_nxt;
+        let end = start.wrapping_add(bytes as u32);
+        let (mut next, mut acked) = (start, start);
+        let mut window = c.sut_window().max(1) as usize;
+        let mut last_progress = Instant::now();
+        while wire::seq::lt(acked, end) {
+            while wire::seq::lt(next, end) && (next.wrapping_sub(acked) as usize) < window {
+                let room = window - next.wrapping_sub(acked) as usize;
+                let len = mss.min(end.wrapping_sub(next) as usize).min(room);
+                next =
+                    self.send_chunk(step, conn, next, len, next.wrapping_add(len as u32) == end)?;
+            }
+            let Some(got) = self.link.next_arrival(last_progress + TRANSFER_STALL) else {
+                let done = acked.wrapping_sub(start);
+                return Err(self.fail(
+                    step,
+                    format!("transfer {bytes} bytes"),
+                    vec![
+                        ("expected:".into(), format!("all {bytes} bytes ACKed")),
+                        (
+                            "actual:".into(),
+                            format!(
+                                "{done} ACKed, then nothing for {}",
+                                show_duration(TRANSFER_STALL)
+                            ),
+                        ),
+                    ],
+                ));
+            };
+            let ack = self.take_transfer_ack(step, conn, got)?;
+            if wire::seq::gt(ack.0, acked) {
+                acked = ack.0;
+                last_progress = Instant::now();
+            }
+            window = ack.1.max(1) as usize;
+        }
+        self.mark(
+            step,
+            SystemTime::now(),
+            format!("the end of the transfer at line {}", step.loc.line),
+        );
+        Ok(())
+    }
+
+    /// One data segment of a transfer; returns the next sequence number.
+    fn send_chunk(
+        &mut self,
+        step: &Step,
+        conn: &str,
+        seq: u32,
+        len: usize,
+        last: bool,
+    ) -> Result<u32, Failure> {
+        let c = self.conn(conn);
+        let offset = seq.wrapping_sub(c.isn.wrapping_add(1)) as usize;
+        let flags = if last {
+            TcpFlags::ACK | TcpFlags::PSH
+        } else {
+            TcpFlags::ACK
+        };
+        let spec = SendSpec {
+            conn: conn.to_string(),
+            flags,
+            seq: Some(SeqSpec::Abs(seq)),
+            ack: None,
+            win: None,
+            payload: PeerConn::pattern(offset, len),
+            options: None,
+            delay: Duration::ZERO,
+            drop: false,
+        };
+        self.transmit(step, &spec, conn)?;
+        Ok(seq.wrapping_add(len as u32))
+    }
+
+    /// A SUT segment during a transfer must be a pure ACK of this connection: returns its ack
+    /// and the window it advertises.
+    fn take_transfer_ack(
+        &mut self,
+        step: &Step,
+        conn: &str,
+        got: Arrival,
+    ) -> Result<(u32, u32), Failure> {
+        let c = self.conn(conn);
+        let pure_ack = got.tcp.flags == TcpFlags::ACK
+            && got.tcp.payload.is_empty()
+            && c.owns(&got.tcp)
+            && got.checksum_ok;
+        if !pure_ack {
+            return Err(self.unexpected(step, got, "a transfer (only ACKs may come)".into()));
+        }
+        let text = c.describe_received(&got.tcp);
+        self.link.comment(
+            got.frame,
+            format!(
+                "ACK taken in by the transfer of {}: {text}",
+                self.short_place(step)
+            ),
+        );
+        let c = self.conn_mut(conn);
+        c.note_transmission(&got.tcp, got.at);
+        c.on_received(&got.tcp);
+        Ok((got.tcp.ack, c.sut_window()))
+    }
+}

@@ -1,0 +1,153 @@
+//! Steps that look at the SUT's socket: `state` (now, with its timer) and `leave` (when it
+//! moves on).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{deadline_of, matching, offset_text, Failure, Run};
+use crate::observe::{SockInfo, TcpState};
+use crate::script::values::show_duration;
+use crate::script::{StateCheck, Step, Window, DEFAULT_CONN};
+
+/// The kernel handles our last frame in softirq context; a `state` step re-reads for this long
+/// before calling a state wrong — never long enough to hide a transient state.
+const SETTLE: Duration = Duration::from_millis(50);
+/// How often `leave` looks: the resolution of the measured moment.
+const LEAVE_POLL: Duration = Duration::from_millis(5);
+
+fn show(s: Option<TcpState>) -> String {
+    s.map_or("CLOSED (no socket)".to_string(), |s| s.name().to_string())
+}
+
+impl Run<'_> {
+    fn look(&mut self, step: &Step, conn: &str) -> Result<Option<SockInfo>, Failure> {
+        let (local, remote) = self.addrs(conn);
+        let info = self.observer.connection(local, remote).map_err(|e| {
+            self.fail(
+                step,
+                "state".into(),
+                vec![("error:".into(), format!("sock_diag: {e}"))],
+            )
+        })?;
+        if conn == DEFAULT_CONN {
+            self.trace
+                .record(SystemTime::now(), info.as_ref().map(|i| i.state));
+        }
+        Ok(info)
+    }
+
+    pub(super) fn state(&mut self, step: &Step, check: &StateCheck) -> Result<(), Failure> {
+        let until = Instant::now() + SETTLE;
+        let info = loop {
+            let info = self.look(step, &check.conn)?;
+            if info.as_ref().map(|i| i.state) == check.want || Instant::now() >= until {
+                break info;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let got = info.as_ref().map(|i| i.state);
+        if got != check.want {
+            return Err(self.fail(
+                step,
+                format!("state {}", show(check.want)),
+                vec![
+                    ("expected:".into(), show(check.want)),
+                    ("actual:".into(), show(got)),
+                ],
+            ));
+        }
+        let (Some((lo, hi)), Some(info)) = (check.timer, info) else {
+            return Ok(());
+        };
+        if info.expires < lo || info.expires > hi {
+            return Err(self.fail(
+                step,
+                format!("state {} timer", show(check.want)),
+                vec![
+                    (
+                        "expected:".into(),
+                        format!(
+                            "{} remaining between {} and {}",
+                            info.timer,
+                            show_duration(lo),
+                            show_duration(hi)
+                        ),
+                    ),
+                    (
+                        "actual:".into(),
+                        format!(
+                            "{} remaining ({} timer)",
+                            show_duration(info.expires),
+                            info.timer
+                        ),
+                    ),
+                ],
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until the connection is no longer in `state`; the moment must fall in the window.
+    pub(super) fn leave(
+        &mut self,
+        step: &Step,
+        state: TcpState,
+        w: &Window,
+        conn: &str,
+    ) -> Result<(), Failure> {
+        let (from, from_what) = self.window_start(step, w)?;
+        let deadline = deadline_of(from + w.within);
+        let (left_at, now) = loop {
+            let now = self.look(step, conn)?.map(|i| i.state);
+            if now != Some(state) {
+                break (SystemTime::now(), now);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.fail(
+                    step,
+                    format!("leave {}", state.name()),
+                    vec![
+                        (
+                            "expected:".into(),
+                            format!("{} ends {}", state.name(), matching::show_window(w)),
+                        ),
+                        (
+                            "actual:".into(),
+                            format!(
+                                "still {} {} after {from_what}",
+                                state.name(),
+                                show_duration(w.within)
+                            ),
+                        ),
+                    ],
+                ));
+            }
+            std::thread::sleep(LEAVE_POLL);
+        };
+        let offset = offset_text(left_at, from);
+        if let Err(why) = matching::check_time(w, left_at, from) {
+            return Err(self.fail(
+                step,
+                format!("leave {}", state.name()),
+                vec![
+                    (
+                        "expected:".into(),
+                        format!("{} ends {}", state.name(), matching::show_window(w)),
+                    ),
+                    (
+                        "actual:".into(),
+                        format!(
+                            "it ended at {offset} after {from_what} (now {}): {why}",
+                            show(now)
+                        ),
+                    ),
+                ],
+            ));
+        }
+        self.mark(
+            step,
+            left_at,
+            format!("the end of {} ({offset} after {from_what})", state.name()),
+        );
+        Ok(())
+    }
+}
