@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, FormatSetting};
 
+use crate::expectations::Expectations;
 use crate::report::{self, Records};
 use crate::runner::TrialConfig;
 use crate::{privilege, suite};
@@ -22,10 +23,12 @@ USAGE:
     halfclose run   [PATHS…] [--filter F] [--exact] [--pcap-dir DIR] [--list]
                     [--ignored] [--include-ignored] [--test-threads N]
                     [--format pretty|terse|json] [--json FILE] [--junit FILE]
+                    [--expectations FILE]
     halfclose check FILES…           validate scripts only; nothing is sent
     halfclose list  [PATHS…]         list the trials
     halfclose bench [--runs N] [--json]
                                      time trial setup and the active-close trial
+    halfclose coverage [PATHS…]      requirements → the scenarios that check them (Markdown)
 
 PATHS are scenario files or directories (default: suites). Captures go to
 DIR/<family>/<group>/<name>.pcapng (default DIR: target/halfclose).
@@ -50,6 +53,7 @@ pub fn main() -> i32 {
         Some("check") => cmd_check(&args[1..]),
         Some("list") => cmd_run(&[args[1..].to_vec(), vec!["--list".into()]].concat()),
         Some("bench") => crate::bench::cmd(&args[1..]),
+        Some("coverage") => cmd_coverage(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             EXIT_OK
@@ -58,7 +62,7 @@ pub fn main() -> i32 {
             println!("halfclose {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK
         }
-        _ => usage_error("expected a command: run, check, list or bench"),
+        _ => usage_error("expected a command: run, check, list, bench or coverage"),
     }
 }
 
@@ -73,6 +77,7 @@ struct RunOpts {
     pcap_dir: PathBuf,
     json: Option<PathBuf>,
     junit: Option<PathBuf>,
+    expectations: Option<PathBuf>,
     test: Arguments,
 }
 
@@ -82,6 +87,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         pcap_dir: PathBuf::from("target/halfclose"),
         json: None,
         junit: None,
+        expectations: None,
         test: Arguments::default(),
     };
     let mut it = args.iter();
@@ -101,6 +107,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "-q" | "--quiet" => o.test.quiet = true,
             "--json" => o.json = Some(value("--json")?.into()),
             "--junit" => o.junit = Some(value("--junit")?.into()),
+            "--expectations" => o.expectations = Some(value("--expectations")?.into()),
             "--test-threads" => {
                 let n = value("--test-threads")?;
                 o.test.test_threads = Some(
@@ -159,7 +166,11 @@ fn cmd_run(args: &[String]) -> i32 {
     let cfg = TrialConfig {
         pcap_dir: opts.pcap_dir.clone(),
     };
-    let trials = report::trials(&suite.scenarios, &[], &cfg, &records);
+    let expected = match load_expectations(&opts) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let trials = report::trials(&suite.scenarios, &[], &cfg, &records, &expected);
     let conclusion = libtest_mimic::run(&opts.test, trials);
     if let Err(code) = write_reports(&opts, &records) {
         return code;
@@ -215,4 +226,38 @@ fn cmd_check(args: &[String]) -> i32 {
     } else {
         EXIT_BAD_INPUT
     }
+}
+
+/// `--expectations FILE`, else `expectations/linux.yaml` under the first directory given.
+fn load_expectations(opts: &RunOpts) -> Result<Expectations, i32> {
+    let default = opts
+        .paths
+        .iter()
+        .filter(|p| p.is_dir())
+        .map(|p| p.join("expectations/linux.yaml"))
+        .find(|p| p.is_file());
+    let Some(file) = opts.expectations.clone().or(default) else {
+        return Ok(Expectations::default());
+    };
+    Expectations::load(&file).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_BAD_INPUT
+    })
+}
+
+fn cmd_coverage(args: &[String]) -> i32 {
+    let paths: Vec<PathBuf> = if args.is_empty() {
+        vec!["suites".into()]
+    } else {
+        args.iter().map(PathBuf::from).collect()
+    };
+    let suite = suite::load(&paths);
+    for e in &suite.errors {
+        eprintln!("error: {e}");
+    }
+    if !suite.errors.is_empty() {
+        return EXIT_BAD_INPUT;
+    }
+    print!("{}", crate::coverage::markdown(&suite.scenarios));
+    EXIT_OK
 }

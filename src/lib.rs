@@ -10,6 +10,8 @@
 pub mod bench;
 pub mod capture;
 pub mod cli;
+pub mod coverage;
+pub mod expectations;
 pub mod observe;
 pub mod peer;
 pub mod privilege;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Failed, Trial};
 
+use crate::expectations::Expectations;
 use crate::runner::{self, TrialConfig, Verdict};
 use crate::script::{Scenario, ScriptError};
 
@@ -22,6 +23,8 @@ pub struct Record {
     pub failure: Option<String>,
     pub states: Vec<String>,
     pub pcap: Option<String>,
+    /// The reason from the stack's expectations, when the trial is a known deviation.
+    pub deviation: Option<String>,
 }
 
 impl Record {
@@ -34,6 +37,7 @@ impl Record {
             failure: v.failure_text(),
             states: v.trace.names().iter().map(|s| s.to_string()).collect(),
             pcap: v.pcap.as_ref().map(|p| p.display().to_string()),
+            deviation: None,
         }
     }
 }
@@ -48,6 +52,7 @@ pub fn trials(
     errors: &[ScriptError],
     cfg: &TrialConfig,
     records: &Records,
+    expected: &Expectations,
 ) -> Vec<Trial> {
     let mut out = Vec::new();
     for sc in scenarios {
@@ -55,16 +60,18 @@ pub fn trials(
         for &family in &sc.families {
             let ignored = sc.ignore.is_some();
             let (sc, cfg, records) = (sc.clone(), cfg.clone(), records.clone());
-            let trial = Trial::test(sc.trial_name(family), move || {
+            let name = sc.trial_name(family);
+            let deviation = expected
+                .lookup(&name)
+                .map(|d| (d.clone(), expected.file.clone()));
+            let trial = Trial::test(name, move || {
                 let v = runner::run_trial(&sc, family, &cfg);
-                records
-                    .lock()
-                    .expect("records lock")
-                    .push(Record::of(&v, &sc));
-                match v.failure_text() {
-                    None => Ok(()),
-                    Some(text) => Err(Failed::from(text)),
-                }
+                let mut record = Record::of(&v, &sc);
+                let verdict = judge(v.failure_text(), deviation.as_ref());
+                record.passed = verdict.is_ok();
+                record.deviation = deviation.map(|(d, _)| d.reason);
+                records.lock().expect("records lock").push(record);
+                verdict.map_err(Failed::from)
             });
             out.push(trial.with_ignored_flag(ignored));
         }
@@ -77,6 +84,25 @@ pub fn trials(
     out
 }
 
+/// The verdict with the stack's expectations applied: a known deviation must fail, and one
+/// that passes is a stale entry.
+fn judge(
+    failure: Option<String>,
+    deviation: Option<&(crate::expectations::Deviation, std::path::PathBuf)>,
+) -> Result<(), String> {
+    match (failure, deviation) {
+        (None, None) => Ok(()),
+        (Some(text), None) => Err(text),
+        (Some(_), Some(_)) => Ok(()),
+        (None, Some((d, file))) => Err(format!(
+            "stale expectation: this trial is listed as a known deviation in {}:{} ({}), but it passes now; remove the entry",
+            file.display(),
+            d.line,
+            d.reason
+        )),
+    }
+}
+
 /// `{"trials":[…],"passed":N,"failed":N}` with each trial's verdict, states and capture.
 pub fn json(records: &[Record]) -> String {
     let items: Vec<serde_json::Value> = records
@@ -84,7 +110,7 @@ pub fn json(records: &[Record]) -> String {
         .map(|r| {
             serde_json::json!({
                 "name": r.name, "file": r.file, "passed": r.passed, "seconds": r.seconds,
-                "failure": r.failure, "states": r.states, "pcap": r.pcap,
+                "failure": r.failure, "states": r.states, "pcap": r.pcap, "deviation": r.deviation,
             })
         })
         .collect();

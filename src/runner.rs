@@ -18,7 +18,6 @@ use crate::script::values::show_duration;
 use crate::script::{Action, Call, PeerConfig, Scenario, Step, Window, DEFAULT_CONN};
 use crate::sut::KernelSut;
 use crate::topology::{self, Topology};
-use crate::wire;
 use crate::Family;
 
 mod calls;

@@ -50,6 +50,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
+            // Per-stack expectation files live beside the scenarios but are not scenarios.
+            if path.file_name().is_some_and(|n| n == "expectations") {
+                continue;
+            }
             walk(root, &path, out);
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push((path.clone(), group_of(root, &path)));

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use halfclose::expectations::Expectations;
 use halfclose::runner::TrialConfig;
 use halfclose::{privilege, report, suite};
 
@@ -26,6 +27,15 @@ fn main() {
     let pcap_dir = std::env::var_os("HALFCLOSE_PCAP_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target").join("halfclose"));
+    let expected = suites.join("expectations/linux.yaml");
+    let expected = if expected.is_file() {
+        Expectations::load(&expected).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        })
+    } else {
+        Expectations::default()
+    };
     let loaded = suite::load(&[suites]);
     let records = Arc::new(Mutex::new(Vec::new()));
     let trials = report::trials(
@@ -33,6 +43,7 @@ fn main() {
         &loaded.errors,
         &TrialConfig { pcap_dir },
         &records,
+        &expected,
     );
     libtest_mimic::run(&args, trials).exit();
 }

@@ -362,14 +362,6 @@ fn build_func(
             }
             return Ok(Func::ReadAll { n: n as usize });
         }
-        "read_all" => {
-            arity(1)?;
-            let n = int_at(0, "a byte count")?;
-            if !(1..=16 << 20).contains(&n) {
-                return err(args[0].0, "byte count must be 1 to 16 MiB");
-            }
-            return Ok(Func::ReadAll { n: n as usize });
-        }
         "shutdown" => {
             arity(1)?;
             return match args.first() {
@@ -476,7 +468,6 @@ fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<Outcome, CallError> {
             Func::Accept => Outcome::NewFd(DEFAULT_FD.into()),
             Func::Write(p) => Outcome::Ret(p.bytes().len() as i64),
             Func::Read { .. } => Outcome::Success,
-            Func::ReadAll { n } => Outcome::Ret(*n as i64),
             Func::ReadAll { n } => Outcome::Ret(*n as i64),
             Func::Socket | Func::Dup => Outcome::Success,
             _ => Outcome::Ret(0),

@@ -24,7 +24,9 @@ pub struct RawScenario {
     pub families: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub ignore: Option<String>,
+    /// Accepted here; `MatrixOnly` reads it before the variables are substituted.
     #[serde(default)]
+    #[allow(dead_code)]
     pub matrix: Option<Spanned<Matrix>>,
     #[serde(default)]
     pub setup: Option<Spanned<RawSetup>>,
