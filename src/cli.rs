@@ -216,8 +216,10 @@ fn cmd_check(args: &[String]) -> i32 {
         eprintln!("error: {e}");
     }
     let trials: usize = suite.scenarios.iter().map(|s| s.families.len()).sum();
+    let files: std::collections::BTreeSet<_> = suite.scenarios.iter().map(|s| &s.file).collect();
     println!(
-        "{} scenario(s) ok ({trials} trials), {} with errors",
+        "{} file(s) ok: {} scenario(s) with matrix cases, {trials} trials; {} file(s) with errors",
+        files.len(),
         suite.scenarios.len(),
         suite.errors.len()
     );

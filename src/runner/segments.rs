@@ -251,7 +251,7 @@ impl Run<'_> {
                     ],
                 ));
             };
-            let ack = self.take_transfer_ack(step, conn, got)?;
+            let ack = self.take_transfer_ack(step, conn, got, (acked, next))?;
             if wire::seq::gt(ack.0, acked) {
                 acked = ack.0;
                 last_progress = Instant::now();
@@ -299,11 +299,14 @@ impl Run<'_> {
 
     /// A SUT segment during a transfer must be a pure ACK of this connection: returns its ack
     /// and the window it advertises.
+    /// `sent` is the range of sequence numbers the SUT may acknowledge now: from what it
+    /// acknowledged before (ACKs never go back) to what the peer has sent (nor beyond).
     fn take_transfer_ack(
         &mut self,
         step: &Step,
         conn: &str,
         got: Arrival,
+        (acked, next): (u32, u32),
     ) -> Result<(u32, u32), Failure> {
         let c = self.conn(conn);
         let pure_ack = got.tcp.flags == TcpFlags::ACK
@@ -312,6 +315,31 @@ impl Run<'_> {
             && got.checksum_ok;
         if !pure_ack {
             return Err(self.unexpected(step, got, "a transfer (only ACKs may come)".into()));
+        }
+        let in_order = c.rcv_nxt.is_none_or(|r| r == got.tcp.seq)
+            && wire::seq::ge(got.tcp.ack, acked)
+            && wire::seq::le(got.tcp.ack, next);
+        if !in_order {
+            let text = c.describe_received(&got.tcp);
+            let want = format!(
+                ". seq {} with ack from {} to {}",
+                c.rcv_nxt
+                    .map_or(0, |r| wire::seq::rel(r, c.sut_isn.unwrap_or(0))),
+                wire::seq::rel(acked, c.isn),
+                wire::seq::rel(next, c.isn)
+            );
+            self.link.comment(
+                got.frame,
+                format!(
+                    "UNEXPECTED during the transfer of {}: {text}",
+                    self.short_place(step)
+                ),
+            );
+            return Err(self.fail(
+                step,
+                "transfer: an ACK out of order".into(),
+                vec![("expected:".into(), want), ("actual:".into(), text)],
+            ));
         }
         let text = c.describe_received(&got.tcp);
         self.link.comment(

@@ -469,7 +469,7 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
         isn: p.and_then(|p| p.isn).unwrap_or(d.isn),
         win: p.and_then(|p| p.win).unwrap_or(d.win),
         mss: p.and_then(|p| p.mss).unwrap_or(d.mss),
-        wscale: p.map_or(d.wscale, |p| p.wscale.or(d.wscale)),
+        wscale: p.and_then(|p| p.wscale).map_or(d.wscale, |w| w.0),
         sack: p.and_then(|p| p.sack).unwrap_or(d.sack),
         timestamps: p.and_then(|p| p.timestamps).unwrap_or(d.timestamps),
     };

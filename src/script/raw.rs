@@ -76,7 +76,8 @@ pub struct RawPeer {
     pub isn: Option<u32>,
     pub win: Option<u16>,
     pub mss: Option<u16>,
-    pub wscale: Option<u8>,
+    /// A shift count, or `off` for no window scale option.
+    pub wscale: Option<WscaleSpec>,
     pub sack: Option<bool>,
     pub timestamps: Option<bool>,
 }
@@ -211,4 +212,40 @@ pub struct RawTransfer {
     pub bytes: u32,
     pub segment: Option<u16>,
     pub conn: Option<String>,
+}
+
+/// `wscale: 7` or `wscale: off`.
+#[derive(Debug, Clone, Copy)]
+pub struct WscaleSpec(pub Option<u8>);
+
+impl<'de> Deserialize<'de> for WscaleSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WscaleSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a window scale shift from 0 to 14, or off")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WscaleSpec, E> {
+                if v > 14 {
+                    return Err(E::custom(format!("window scale {v} is above 14")));
+                }
+                Ok(WscaleSpec(Some(v as u8)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WscaleSpec, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom("a window scale cannot be negative"))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WscaleSpec, E> {
+                match v {
+                    "off" | "none" => Ok(WscaleSpec(None)),
+                    _ => Err(E::custom(format!(
+                        "`{v}`: expected a shift from 0 to 14, or off"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
