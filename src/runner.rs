@@ -345,6 +345,24 @@ impl Run<'_> {
         }
     }
 
+    /// A failure that shows what was expected against what happened.
+    fn mismatch(
+        &self,
+        step: &Step,
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Failure {
+        self.fail(
+            step,
+            what.into(),
+            vec![
+                ("expected:".into(), expected.into()),
+                ("actual:".into(), actual.into()),
+            ],
+        )
+    }
+
     fn mark(&mut self, step: &Step, at: SystemTime, what: String) {
         self.anchor = at;
         self.anchor_what = what.clone();

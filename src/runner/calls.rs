@@ -32,10 +32,7 @@ impl Run<'_> {
                 )
             })?;
         let Some(done) = done else {
-            return Err(self.fail(step, format!("call {}", call.text), vec![
-                ("expected:".into(), sut::show_outcome(&call.outcome)),
-                ("actual:".into(), format!("still blocked after {}; a call that blocks needs `background: true` and an `await` step", show_duration(timeout))),
-            ]));
+            return Err(self.mismatch(step, format!("call {}", call.text), sut::show_outcome(&call.outcome), format!("still blocked after {}; a call that blocks needs `background: true` and an `await` step", show_duration(timeout))));
         };
         self.check_call(step, call, &done)?;
         self.mark(
@@ -49,13 +46,11 @@ impl Run<'_> {
     /// The result, and for reads on a connection's descriptor, the bytes themselves.
     fn check_call(&mut self, step: &Step, call: &Call, done: &Completed) -> Result<(), Failure> {
         if !sut::check_outcome(&call.outcome, &done.result) {
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("call {}", call.text),
-                vec![
-                    ("expected:".into(), sut::show_outcome(&call.outcome)),
-                    ("actual:".into(), done.result.to_string()),
-                ],
+                sut::show_outcome(&call.outcome),
+                done.result.to_string(),
             ));
         }
         let is_read = matches!(call.func, Func::Read { .. } | Func::ReadAll { .. });
@@ -67,13 +62,11 @@ impl Run<'_> {
         }
         let offset = self.read_offsets.get(&call.fd).copied().unwrap_or(0);
         if let Err(why) = self.conn(&call.fd).check_read(offset, data) {
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("call {}", call.text),
-                vec![
-                    ("expected:".into(), "the bytes the peer sent".into()),
-                    ("actual:".into(), why),
-                ],
+                "the bytes the peer sent",
+                why,
             ));
         }
         self.read_offsets
@@ -127,39 +120,26 @@ impl Run<'_> {
                 sut::show_outcome(&call.outcome),
                 matching::show_window(w)
             );
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("await {name}"),
-                vec![
-                    ("expected:".into(), want),
-                    (
-                        "actual:".into(),
-                        format!(
-                            "still blocked {} after {from_what}",
-                            show_duration(w.within)
-                        ),
-                    ),
-                ],
+                want,
+                format!(
+                    "still blocked {} after {from_what}",
+                    show_duration(w.within)
+                ),
             ));
         };
         self.check_call(step, &call, &done)?;
         if let Err(why) = matching::check_time(w, done.ended, from) {
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("await {name}"),
-                vec![
-                    (
-                        "expected:".into(),
-                        format!("`{}` returns {}", call.text, matching::show_window(w)),
-                    ),
-                    (
-                        "actual:".into(),
-                        format!(
-                            "returned {} after {from_what}: {why}",
-                            offset_text(done.ended, from)
-                        ),
-                    ),
-                ],
+                format!("`{}` returns {}", call.text, matching::show_window(w)),
+                format!(
+                    "returned {} after {from_what}: {why}",
+                    offset_text(done.ended, from)
+                ),
             ));
         }
         self.mark(step, done.ended, format!("the return of `{}`", call.text));

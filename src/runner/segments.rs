@@ -82,16 +82,11 @@ impl Run<'_> {
                     self.short_place(step)
                 ),
             );
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("expect {want}"),
-                vec![
-                    ("expected:".into(), want.clone()),
-                    (
-                        "actual:".into(),
-                        format!("{actual}  ({why}), at {offset} after {from_what}"),
-                    ),
-                ],
+                want.clone(),
+                format!("{actual}  ({why}), at {offset} after {from_what}"),
             ));
         }
         if let Err(why) = matching::check_time(&window, got.at, from) {
@@ -99,19 +94,11 @@ impl Run<'_> {
                 got.frame,
                 format!("LATE/EARLY: matched {} but {why}", self.short_place(step)),
             );
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("expect {want}"),
-                vec![
-                    (
-                        "expected:".into(),
-                        format!("{want} {}", matching::show_window(&window)),
-                    ),
-                    (
-                        "actual:".into(),
-                        format!("{actual} at {offset} after {from_what}: {why}"),
-                    ),
-                ],
+                format!("{want} {}", matching::show_window(&window)),
+                format!("{actual} at {offset} after {from_what}: {why}"),
             ));
         }
         self.accept(step, spec, &got, &actual, &offset);
@@ -173,13 +160,11 @@ impl Run<'_> {
                 show_duration(grace)
             ),
         };
-        self.fail(
+        self.mismatch(
             step,
             format!("expect {want}"),
-            vec![
-                ("expected:".into(), format!("{want} {w}")),
-                ("actual:".into(), actual),
-            ],
+            format!("{want} {w}"),
+            actual,
         )
     }
 
@@ -198,16 +183,11 @@ impl Run<'_> {
             format!("UNEXPECTED during {during} of {place}: {actual}"),
         );
         let offset = offset_text(got.at, self.anchor);
-        self.fail(
+        self.mismatch(
             step,
             format!("{during}: the SUT sent a segment no step expects"),
-            vec![
-                ("expected:".into(), "nothing".into()),
-                (
-                    "actual:".into(),
-                    format!("{actual} at {offset} after {}", self.anchor_what),
-                ),
-            ],
+            "nothing",
+            format!("{actual} at {offset} after {}", self.anchor_what),
         )
     }
 
@@ -236,19 +216,14 @@ impl Run<'_> {
             }
             let Some(got) = self.link.next_arrival(last_progress + TRANSFER_STALL) else {
                 let done = acked.wrapping_sub(start);
-                return Err(self.fail(
+                return Err(self.mismatch(
                     step,
                     format!("transfer {bytes} bytes"),
-                    vec![
-                        ("expected:".into(), format!("all {bytes} bytes ACKed")),
-                        (
-                            "actual:".into(),
-                            format!(
-                                "{done} ACKed, then nothing for {}",
-                                show_duration(TRANSFER_STALL)
-                            ),
-                        ),
-                    ],
+                    format!("all {bytes} bytes ACKed"),
+                    format!(
+                        "{done} ACKed, then nothing for {}",
+                        show_duration(TRANSFER_STALL)
+                    ),
                 ));
             };
             let ack = self.take_transfer_ack(step, conn, got, (acked, next))?;

@@ -46,41 +46,31 @@ impl Run<'_> {
         };
         let got = info.as_ref().map(|i| i.state);
         if got != check.want {
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("state {}", show(check.want)),
-                vec![
-                    ("expected:".into(), show(check.want)),
-                    ("actual:".into(), show(got)),
-                ],
+                show(check.want),
+                show(got),
             ));
         }
         let (Some((lo, hi)), Some(info)) = (check.timer, info) else {
             return Ok(());
         };
         if info.expires < lo || info.expires > hi {
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("state {} timer", show(check.want)),
-                vec![
-                    (
-                        "expected:".into(),
-                        format!(
-                            "{} remaining between {} and {}",
-                            info.timer,
-                            show_duration(lo),
-                            show_duration(hi)
-                        ),
-                    ),
-                    (
-                        "actual:".into(),
-                        format!(
-                            "{} remaining ({} timer)",
-                            show_duration(info.expires),
-                            info.timer
-                        ),
-                    ),
-                ],
+                format!(
+                    "{} remaining between {} and {}",
+                    info.timer,
+                    show_duration(lo),
+                    show_duration(hi)
+                ),
+                format!(
+                    "{} remaining ({} timer)",
+                    show_duration(info.expires),
+                    info.timer
+                ),
             ));
         }
         Ok(())
@@ -102,45 +92,29 @@ impl Run<'_> {
                 break (SystemTime::now(), now);
             }
             if Instant::now() >= deadline {
-                return Err(self.fail(
+                return Err(self.mismatch(
                     step,
                     format!("leave {}", state.name()),
-                    vec![
-                        (
-                            "expected:".into(),
-                            format!("{} ends {}", state.name(), matching::show_window(w)),
-                        ),
-                        (
-                            "actual:".into(),
-                            format!(
-                                "still {} {} after {from_what}",
-                                state.name(),
-                                show_duration(w.within)
-                            ),
-                        ),
-                    ],
+                    format!("{} ends {}", state.name(), matching::show_window(w)),
+                    format!(
+                        "still {} {} after {from_what}",
+                        state.name(),
+                        show_duration(w.within)
+                    ),
                 ));
             }
             std::thread::sleep(LEAVE_POLL);
         };
         let offset = offset_text(left_at, from);
         if let Err(why) = matching::check_time(w, left_at, from) {
-            return Err(self.fail(
+            return Err(self.mismatch(
                 step,
                 format!("leave {}", state.name()),
-                vec![
-                    (
-                        "expected:".into(),
-                        format!("{} ends {}", state.name(), matching::show_window(w)),
-                    ),
-                    (
-                        "actual:".into(),
-                        format!(
-                            "it ended at {offset} after {from_what} (now {}): {why}",
-                            show(now)
-                        ),
-                    ),
-                ],
+                format!("{} ends {}", state.name(), matching::show_window(w)),
+                format!(
+                    "it ended at {offset} after {from_what} (now {}): {why}",
+                    show(now)
+                ),
             ));
         }
         self.mark(
