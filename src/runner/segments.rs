@@ -15,7 +15,17 @@ const TRANSFER_STALL: Duration = Duration::from_secs(3);
 impl Run<'_> {
     pub(super) fn send(&mut self, step: &Step, spec: &SendSpec) -> Result<(), Failure> {
         if spec.delay > Duration::ZERO {
-            sleep_until(self.anchor + spec.delay);
+            let from = match &spec.since {
+                Some(name) => self.named.get(name).map(|(at, _)| *at).ok_or_else(|| {
+                    self.fail(
+                        step,
+                        format!("`since: {name}`: that step has not happened"),
+                        Vec::new(),
+                    )
+                })?,
+                None => self.anchor,
+            };
+            sleep_until(from + spec.delay);
         }
         let at = self.transmit(step, spec, &spec.conn)?;
         self.mark(step, at, format!("the send at line {}", step.loc.line));
@@ -266,6 +276,7 @@ impl Run<'_> {
             payload: PeerConn::pattern(offset, len),
             options: None,
             delay: Duration::ZERO,
+            since: None,
             drop: false,
         };
         self.transmit(step, &spec, conn)?;

@@ -61,7 +61,10 @@ impl TimerModel {
     }
 
     /// The window, measured from the previous transmission, in which retransmission `n`
-    /// (1 = the first) of a segment must leave.
+    /// (1 = the first) of a segment must leave. The timer is armed at `jiffies + RTO`, and the
+    /// jiffies counter can lag the wall clock by up to a jiffy when it is read (the tick that
+    /// advances it is due, or late on a busy VM), so the timer may fire up to one jiffy before
+    /// RTO has passed by the wall clock (seen: 1.5 ms early under load).
     pub fn retransmission_window(&self, n: u32, rtt: RttRange) -> (Duration, Duration) {
         let (lo, hi) = self.rto_bounds(rtt);
         let backoff = 1u32 << (n.clamp(1, 16) - 1);
@@ -69,7 +72,7 @@ impl TimerModel {
             (lo * backoff).min(self.rto_max),
             (hi * backoff).min(self.rto_max),
         );
-        (lo, hi + self.wheel_slack(hi))
+        (lo.saturating_sub(self.jiffy), hi + self.wheel_slack(hi))
     }
 }
 
@@ -108,10 +111,10 @@ mod tests {
         };
         let m = TimerModel::LINUX;
         // 200.1..200.3 ms → 204 ms after rounding up to a jiffy; slack 1+1+3 jiffies.
-        assert_eq!(m.retransmission_window(1, rtt), (MS(204), MS(224)));
+        assert_eq!(m.retransmission_window(1, rtt), (MS(200), MS(224)));
         // 408 ms = 102 jiffies: level 1, granularity 8 jiffies.
-        assert_eq!(m.retransmission_window(2, rtt), (MS(408), MS(456)));
-        assert_eq!(m.retransmission_window(3, rtt), (MS(816), MS(864)));
+        assert_eq!(m.retransmission_window(2, rtt), (MS(404), MS(456)));
+        assert_eq!(m.retransmission_window(3, rtt), (MS(812), MS(864)));
     }
 
     #[test]
@@ -121,12 +124,12 @@ mod tests {
             hi: MS(6),
         };
         let (lo, hi) = TimerModel::LINUX.retransmission_window(2, rtt);
-        assert_eq!((lo, hi), (MS(408), MS(416) + MS(48)));
+        assert_eq!((lo, hi), (MS(404), MS(416) + MS(48)));
     }
 
     #[test]
     fn backoff_stops_at_rto_max() {
         let (lo, _) = TimerModel::LINUX.retransmission_window(16, RttRange::default());
-        assert_eq!(lo, Duration::from_secs(120));
+        assert_eq!(lo, Duration::from_secs(120) - MS(4));
     }
 }

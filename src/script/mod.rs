@@ -149,6 +149,8 @@ pub struct SendSpec {
     /// None: the peer chooses (SYN options from the setup, timestamps when negotiated).
     pub options: Option<Vec<OptSpec>>,
     pub delay: Duration,
+    /// `delay` counts from this named step instead of the previous event.
+    pub since: Option<String>,
     pub drop: bool,
 }
 
@@ -618,6 +620,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
         payload: Vec::new(),
         options: None,
         delay: Duration::ZERO,
+        since: None,
         drop: false,
     };
     let expect = |flags: &str, seq: i64, ack: Option<i64>| ExpectSpec {
@@ -924,6 +927,7 @@ fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
         payload,
         options: lower_options(cx, &r.options)?,
         delay: r.delay.map_or(Duration::ZERO, |d| d.0),
+        since: r.since.as_ref().map(|s| s.value.clone()),
         drop: r.drop.unwrap_or(false),
     })
 }
@@ -997,6 +1001,7 @@ fn check_flow(cx: &Cx, steps: &[Step], conns: &[ConnDef]) -> Result<(), ScriptEr
             ));
         }
         let since = match &s.action {
+            Action::Send(x) => x.since.as_deref(),
             Action::Expect(e) => e.window.since.as_deref(),
             Action::Await { window, .. } => window.since.as_deref(),
             _ => None,

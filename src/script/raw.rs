@@ -120,6 +120,8 @@ pub struct RawSend {
     pub data: Option<String>,
     pub options: Option<Vec<Spanned<String>>>,
     pub delay: Option<Dur>,
+    /// `delay` counts from this named step instead of the previous event.
+    pub since: Option<Spanned<String>>,
     pub drop: Option<bool>,
 }
 
