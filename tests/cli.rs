@@ -390,18 +390,34 @@ fn runs_unprivileged_in_a_user_namespace() {
 /// A trial listed in the stack's expectations passes when it fails as listed…
 #[test]
 fn listed_deviation_that_fails_passes() {
-    let out = halfclose(&["run", "fixtures/fail/wrong-flags.yaml", "--expectations", "fixtures/expectations/known.yaml"]);
+    let out = halfclose(&[
+        "run",
+        "fixtures/fail/wrong-flags.yaml",
+        "--expectations",
+        "fixtures/expectations/known.yaml",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 /// …and fails as stale when it passes, naming the entry to remove.
 #[test]
 fn listed_deviation_that_passes_is_stale() {
-    let out = halfclose(&["run", "suites/close/three-way-close.yaml", "--expectations", "fixtures/expectations/stale.yaml"]);
+    let out = halfclose(&[
+        "run",
+        "suites/close/three-way-close.yaml",
+        "--expectations",
+        "fixtures/expectations/stale.yaml",
+    ]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
-    assert!(shown.contains("stale expectation") && shown.contains("fixtures/expectations/stale.yaml:4"), "{shown}");
-    assert!(shown.contains("test ipv6::close::three-way-close ... ok"), "only the listed family is stale:\n{shown}");
+    assert!(
+        shown.contains("stale expectation") && shown.contains("fixtures/expectations/stale.yaml:4"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("test ipv6::close::three-way-close ... ok"),
+        "only the listed family is stale:\n{shown}"
+    );
 }
 
 /// docs/coverage.md is exactly what `halfclose coverage` prints for the suite.
@@ -409,6 +425,12 @@ fn listed_deviation_that_passes_is_stale() {
 fn coverage_doc_is_current() {
     let out = halfclose(&["coverage"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/coverage.md")).unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), doc, "regenerate: halfclose coverage > docs/coverage.md");
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/coverage.md"))
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        doc,
+        "regenerate: halfclose coverage > docs/coverage.md"
+    );
 }
