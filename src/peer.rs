@@ -580,12 +580,19 @@ impl PeerConn {
         if !dropped {
             self.sample_rtt(tcp, at);
         }
+        // A SYN on a synchronized connection is a probe (RFC 5961 §4), not a new start: it
+        // moves neither the ISN that relative numbers count from nor SND.NXT.
+        let syn = tcp.flags.contains(TcpFlags::SYN);
+        let synchronized = self.sut_isn.is_some() && self.snd_nxt != self.isn;
+        if syn && synchronized {
+            return;
+        }
         self.record_stream(tcp);
         let end = tcp.seq.wrapping_add(tcp.seq_len());
         if wire::seq::gt(end, self.snd_nxt) {
             self.snd_nxt = end;
         }
-        if tcp.flags.contains(TcpFlags::SYN) && !tcp.flags.contains(TcpFlags::ACK) {
+        if syn && !tcp.flags.contains(TcpFlags::ACK) {
             self.isn = tcp.seq;
         }
     }
