@@ -68,6 +68,8 @@ pub struct Capture {
     interface_name: String,
     description: String,
     records: Vec<Record>,
+    /// Comments on the whole file: the verdict, the state trace, timer measurements.
+    notes: Vec<String>,
 }
 
 impl Capture {
@@ -78,6 +80,7 @@ impl Capture {
             interface_name: interface_name.to_string(),
             description: description.to_string(),
             records: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -156,13 +159,24 @@ impl Capture {
         Ok(writer.into_inner())
     }
 
+    /// Adds a comment on the whole capture (Wireshark: Statistics → Capture File Properties).
+    pub fn add_note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
     fn section_header(&self) -> SectionHeaderBlock<'static> {
         let application = format!("halfclose {}", env!("CARGO_PKG_VERSION"));
+        let mut options = vec![SectionHeaderOption::UserApplication(Cow::Owned(
+            application,
+        ))];
+        for note in &self.notes {
+            options.push(SectionHeaderOption::Comment(Cow::Owned(
+                truncated(note).to_string(),
+            )));
+        }
         SectionHeaderBlock {
             endianness: Endianness::native(),
-            options: vec![SectionHeaderOption::UserApplication(Cow::Owned(
-                application,
-            ))],
+            options,
             ..SectionHeaderBlock::default()
         }
     }

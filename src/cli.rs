@@ -20,7 +20,7 @@ const USAGE: &str = "\
 halfclose: a conformance harness for TCP connection teardown
 
 USAGE:
-    halfclose run   [PATHS…] [--filter F] [--exact] [--pcap-dir DIR] [--list]
+    halfclose run   [PATHS…] [--filter F] [--exact] [--fast] [--pcap-dir DIR] [--list]
                     [--ignored] [--include-ignored] [--test-threads N]
                     [--format pretty|terse|json] [--json FILE] [--junit FILE]
                     [--expectations FILE]
@@ -78,6 +78,8 @@ struct RunOpts {
     json: Option<PathBuf>,
     junit: Option<PathBuf>,
     expectations: Option<PathBuf>,
+    /// Leave out scenarios tagged `slow` (the 60 s TIME_WAIT expiry).
+    fast: bool,
     test: Arguments,
 }
 
@@ -88,6 +90,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         json: None,
         junit: None,
         expectations: None,
+        fast: false,
         test: Arguments::default(),
     };
     let mut it = args.iter();
@@ -100,6 +103,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         match a.as_str() {
             "--filter" => o.test.filter = Some(value("--filter")?),
             "--exact" => o.test.exact = true,
+            "--fast" => o.fast = true,
             "--pcap-dir" => o.pcap_dir = value("--pcap-dir")?.into(),
             "--list" => o.test.list = true,
             "--ignored" => o.test.ignored = true,

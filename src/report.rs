@@ -25,6 +25,7 @@ pub struct Record {
     pub pcap: Option<String>,
     /// The reason from the stack's expectations, when the trial is a known deviation.
     pub deviation: Option<String>,
+    pub measurements: Vec<String>,
 }
 
 impl Record {
@@ -38,6 +39,7 @@ impl Record {
             states: v.trace.names().iter().map(|s| s.to_string()).collect(),
             pcap: v.pcap.as_ref().map(|p| p.display().to_string()),
             deviation: None,
+            measurements: v.measurements.clone(),
         }
     }
 }
@@ -110,7 +112,7 @@ pub fn json(records: &[Record]) -> String {
         .map(|r| {
             serde_json::json!({
                 "name": r.name, "file": r.file, "passed": r.passed, "seconds": r.seconds,
-                "failure": r.failure, "states": r.states, "pcap": r.pcap, "deviation": r.deviation,
+                "failure": r.failure, "states": r.states, "pcap": r.pcap, "deviation": r.deviation, "measurements": r.measurements,
             })
         })
         .collect();

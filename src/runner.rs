@@ -50,6 +50,8 @@ pub struct Verdict {
     pub trial: String,
     pub failure: Option<Failure>,
     pub trace: Trace,
+    /// Timer readings and measured moments (`state` timers, `leave`), in step order.
+    pub measurements: Vec<String>,
     pub pcap: Option<PathBuf>,
     pub elapsed: Duration,
 }
@@ -92,10 +94,12 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
     )));
     let pcap = pcap_path(&cfg.pcap_dir, sc, family);
     let mut trace = Trace::default();
+    let mut measurements = Vec::new();
     let cap2 = capture.clone();
     let trace_ref = &mut trace;
+    let notes_ref = &mut measurements;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        execute(sc, family, cap2, trace_ref)
+        execute(sc, family, cap2, trace_ref, notes_ref)
     }));
     let failure = match result {
         Ok(r) => r.err(),
@@ -105,6 +109,7 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
             details: Vec::new(),
         }),
     };
+    annotate(&capture, &failure, &trace, &measurements);
     let written = capture
         .lock()
         .map(|c| c.write_pcapng(&pcap))
@@ -120,8 +125,27 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
         trial,
         failure,
         trace,
+        measurements,
         pcap,
         elapsed: started.elapsed(),
+    }
+}
+
+/// The trial's verdict, state trace and measurements as comments on the whole capture.
+fn annotate(
+    capture: &Mutex<Capture>,
+    failure: &Option<Failure>,
+    trace: &Trace,
+    measurements: &[String],
+) {
+    let mut c = capture.lock().unwrap_or_else(|e| e.into_inner());
+    match failure {
+        None => c.add_note("verdict: passed".into()),
+        Some(f) => c.add_note(format!("verdict: FAILED at {}", f.heading)),
+    }
+    c.add_note(format!("states: {}", trace.timeline()));
+    for m in measurements {
+        c.add_note(format!("measured: {m}"));
     }
 }
 
@@ -145,6 +169,7 @@ fn execute(
     family: Family,
     capture: Arc<Mutex<Capture>>,
     trace: &mut Trace,
+    measurements: &mut Vec<String>,
 ) -> Result<(), Failure> {
     let topo =
         Topology::create(&trial_sysctls(sc, family)).map_err(|e| setup_failure("topology", e))?;
@@ -178,6 +203,7 @@ fn execute(
         sut: KernelSut::new(),
         conns,
         trace,
+        measurements,
         anchor: SystemTime::now(),
         anchor_what: "the start of the trial".into(),
         named: HashMap::new(),
@@ -217,6 +243,7 @@ struct Run<'a> {
     conns: Vec<(String, PeerConn)>,
     /// The state trace of `conn`.
     trace: &'a mut Trace,
+    measurements: &'a mut Vec<String>,
     /// The previous timed event: windows are measured from here unless `since:` says otherwise.
     anchor: SystemTime,
     anchor_what: String,

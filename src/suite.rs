@@ -29,6 +29,14 @@ pub fn load(paths: &[PathBuf]) -> Suite {
     suite
 }
 
+impl Suite {
+    /// Leaves out scenarios tagged `slow` (those that wait out long kernel timers).
+    pub fn without_slow(&mut self) {
+        self.scenarios
+            .retain(|sc| !sc.tags.iter().any(|t| t == "slow"));
+    }
+}
+
 fn files_under(root: &Path) -> Vec<(PathBuf, String)> {
     if root.is_file() {
         let group = root

@@ -56,6 +56,14 @@ impl Run<'_> {
         let (Some((lo, hi)), Some(info)) = (check.timer, info) else {
             return Ok(());
         };
+        let place = self.short_place(step);
+        self.measurements.push(format!(
+            "{place}: {} timer {} remaining (expected {}..{})",
+            info.timer,
+            show_duration(info.expires),
+            show_duration(lo),
+            show_duration(hi)
+        ));
         if info.expires < lo || info.expires > hi {
             return Err(self.mismatch(
                 step,
@@ -117,6 +125,12 @@ impl Run<'_> {
                 ),
             ));
         }
+        let place = self.short_place(step);
+        self.measurements.push(format!(
+            "{place}: {} ended {offset} after {from_what} (window {})",
+            state.name(),
+            matching::show_window(w)
+        ));
         self.mark(
             step,
             left_at,

@@ -21,6 +21,26 @@ impl Trace {
         self.states.push((at, state));
     }
 
+    /// The trace with times relative to the first state: `ESTABLISHED +0.000s → FIN_WAIT_1 +0.004s`.
+    pub fn timeline(&self) -> String {
+        let Some((t0, _)) = self.states.first() else {
+            return self.to_string();
+        };
+        let parts: Vec<String> = self
+            .states
+            .iter()
+            .map(|(at, s)| {
+                let dt = at.duration_since(*t0).unwrap_or_default();
+                format!(
+                    "{} +{:.3}s",
+                    s.map_or("CLOSED", |s| s.name()),
+                    dt.as_secs_f64()
+                )
+            })
+            .collect();
+        parts.join(" → ")
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.states
             .iter()
