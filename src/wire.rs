@@ -1847,9 +1847,22 @@ mod tests {
         assert_eq!(reply, want);
         assert_eq!(
             parse_frame(&reply),
-            Frame::Other {
-                summary: "ARP reply 10.9.0.1 is-at 02:00:00:00:00:0a".into()
+            Frame::ArpReply {
+                sender_mac: MAC_A,
+                sender_ip: ours
             }
+        );
+        // The readiness probe: the same bytes as the hand-built request.
+        assert_eq!(emit_arp_request(MAC_B, theirs, ours), arp_request());
+    }
+
+    #[test]
+    fn readiness_solicitation_matches_a_hand_built_one() {
+        let (ours, target): (Ipv6Addr, Ipv6Addr) =
+            ("fd00:9::2".parse().unwrap(), "fd00:9::1".parse().unwrap());
+        assert_eq!(
+            emit_neighbor_solicit(MAC_B, ours, target),
+            neighbor_solicit(255, false)
         );
     }
 
@@ -1956,15 +1969,13 @@ mod tests {
             ones_sum(&[&pseudo_header(ep, 58, icmp.len()), icmp]),
             0xffff
         );
-        match parse_frame(&frame) {
-            Frame::Other { summary } => {
-                assert_eq!(
-                    summary,
-                    "IPv6 ICMPv6 type 136 (neighbor advertisement) fd00:9::1 > fd00:9::2"
-                )
+        assert_eq!(
+            parse_frame(&frame),
+            Frame::NeighborAdvert {
+                src_mac: MAC_A,
+                target: "fd00:9::1".parse().unwrap()
             }
-            other => panic!("{other:?}"),
-        }
+        );
     }
 
     #[test]
