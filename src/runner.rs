@@ -22,6 +22,7 @@ use crate::Family;
 
 mod calls;
 mod matching;
+pub mod noise;
 mod segments;
 mod states;
 pub mod timing;
@@ -87,6 +88,7 @@ pub fn pcap_path(dir: &Path, sc: &Scenario, family: Family) -> PathBuf {
 /// Runs one trial. Never panics on SUT behaviour; a panic inside still leaves the capture.
 pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
     let started = Instant::now();
+    noise::start();
     let trial = sc.trial_name(family);
     let capture = Arc::new(Mutex::new(Capture::new(
         topology::PEER_IFNAME,

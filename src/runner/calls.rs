@@ -1,7 +1,7 @@
 //! Steps of the SUT application: `call` and `await`, with every read checked against what
 //! the peer sent.
 
-use super::{deadline_of, matching, offset_text, Failure, Run};
+use super::{deadline_of, matching, noise, offset_text, Failure, Run};
 use crate::script::values::show_duration;
 use crate::script::{Call, Func, Step, Window, DEFAULT_CONN};
 use crate::sut::{self, CallResult, Completed};
@@ -113,7 +113,11 @@ impl Run<'_> {
             Some(_) => self.window_start(step, w)?,
             None => (started, format!("the start of `{}`", call.text)),
         };
-        let Some(done) = self.sut.collect(name, &call, deadline_of(from + w.within)) else {
+        let Some(done) = self.sut.collect(
+            name,
+            &call,
+            deadline_of(from + w.within + noise::WAIT_BEYOND),
+        ) else {
             let want = format!(
                 "`{}` returns {} {}",
                 call.text,

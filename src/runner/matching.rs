@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::noise;
 use crate::peer::{Arrival, PeerConn};
 use crate::script::values::show_duration;
 use crate::script::{ExpectSpec, OptSpec, Window};
@@ -124,7 +125,21 @@ fn options_match(want: &[OptSpec], got: &[TcpOption]) -> bool {
 
 /// The event must not precede its anchor (scripts list events in the order they happen), must
 /// not come before `after`, and must come by `within`.
+///
+/// Both edges move by the machine's stalls measured while the window ran (see `noise`): a
+/// stalled CPU delays the kernel's timers and the peer's timestamps alike.
 pub fn check_time(w: &Window, at: SystemTime, from: SystemTime) -> Result<(), String> {
+    let stall = noise::worst(from - NOISE_BEFORE, at.max(from + w.within));
+    let noted = |text: String| {
+        if stall.is_zero() {
+            text
+        } else {
+            format!(
+                "{text} (allowing {} of machine stalls measured meanwhile)",
+                show_precise(stall)
+            )
+        }
+    };
     let offset = match at.duration_since(from) {
         Ok(d) => d,
         Err(e) => {
@@ -134,22 +149,25 @@ pub fn check_time(w: &Window, at: SystemTime, from: SystemTime) -> Result<(), St
             ))
         }
     };
-    if let Some(after) = w.after.filter(|a| offset < *a) {
-        return Err(format!(
+    if let Some(after) = w.after.filter(|a| offset + stall < *a) {
+        return Err(noted(format!(
             "too early: {} is before the window opens at {}",
             show_precise(offset),
             show_duration(after)
-        ));
+        )));
     }
-    if offset > w.within {
-        return Err(format!(
+    if offset > w.within + stall {
+        return Err(noted(format!(
             "too late: {} is after the window closed at {}",
             show_precise(offset),
             show_duration(w.within)
-        ));
+        )));
     }
     Ok(())
 }
+
+/// A stall just before the anchor can delay the anchor's own timestamp.
+const NOISE_BEFORE: Duration = Duration::from_millis(50);
 
 fn show_precise(d: Duration) -> String {
     format!("{:.3}ms", d.as_secs_f64() * 1e3)

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{deadline_of, matching, offset_text, sleep_until, Failure, Run};
+use super::{deadline_of, matching, noise, offset_text, sleep_until, Failure, Run};
 use crate::peer::{Arrival, PeerConn};
 use crate::script::values::show_duration;
 use crate::script::{ExpectSpec, SendSpec, SeqSpec, Step, Window};
@@ -68,7 +68,10 @@ impl Run<'_> {
         let window = self.resolve_window(&spec.window, &spec.conn);
         let (from, from_what) = self.window_start(step, &window)?;
         let want = matching::describe_expect(spec);
-        let Some(got) = self.link.next_arrival(deadline_of(from + window.within)) else {
+        let Some(got) = self
+            .link
+            .next_arrival(deadline_of(from + window.within + noise::WAIT_BEYOND))
+        else {
             return Err(self.nothing_arrived(step, &window, &want, from, &from_what));
         };
         let conn = self.conn(&spec.conn);

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{deadline_of, matching, offset_text, Failure, Run};
+use super::{deadline_of, matching, noise, offset_text, Failure, Run};
 use crate::observe::{SockInfo, TcpState};
 use crate::script::values::show_duration;
 use crate::script::{StateCheck, Step, Window, DEFAULT_CONN};
@@ -93,7 +93,7 @@ impl Run<'_> {
         conn: &str,
     ) -> Result<(), Failure> {
         let (from, from_what) = self.window_start(step, w)?;
-        let deadline = deadline_of(from + w.within);
+        let deadline = deadline_of(from + w.within + noise::WAIT_BEYOND);
         let (left_at, now) = loop {
             let now = self.look(step, conn)?.map(|i| i.state);
             if now != Some(state) {
