@@ -92,6 +92,12 @@ impl Run<'_> {
         w: &Window,
         conn: &str,
     ) -> Result<(), Failure> {
+        // A timer-model window ends later by the polling that notices the change.
+        let mut w = self.resolve_window(w, conn);
+        if w.retransmission.is_some() {
+            w.within += LEAVE_POLL;
+        }
+        let w = &w;
         let (from, from_what) = self.window_start(step, w)?;
         let deadline = deadline_of(from + w.within + noise::WAIT_BEYOND);
         let (left_at, now) = loop {

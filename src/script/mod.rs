@@ -863,25 +863,48 @@ fn parse_range(text: &str) -> Result<(Duration, Duration), String> {
 }
 
 fn lower_leave(cx: &Cx, l: &Spanned<raw::RawLeave>) -> Result<Action, ScriptError> {
-    let state = parse_state(cx, l, &l.value.state)?.ok_or_else(|| {
+    let r = &l.value;
+    let state = parse_state(cx, l, &r.state)?.ok_or_else(|| {
         cx.at(
             l,
             "a connection cannot leave CLOSED; name the state it is in",
         )
     })?;
-    if l.value.after.is_some_and(|a| a.0 > l.value.within.0) {
+    let within =
+        match (r.within, r.retransmission) {
+            (Some(w), None) => w.0,
+            (None, Some(n)) if (1..=16).contains(&n) => Duration::ZERO,
+            (None, Some(_)) => return Err(cx.at(l, "`retransmission` counts from 1 to 16")),
+            (Some(_), Some(_)) => return Err(cx.at(
+                l,
+                "`retransmission` takes its window from the timer model; drop `after` and `within`",
+            )),
+            (None, None) => {
+                return Err(cx.at(
+                    l,
+                    "`leave` needs `within` (and maybe `after`), or `retransmission: N`",
+                ))
+            }
+        };
+    if r.retransmission.is_some() && r.after.is_some() {
+        return Err(cx.at(
+            l,
+            "`retransmission` takes its window from the timer model; drop `after` and `within`",
+        ));
+    }
+    if r.after.is_some_and(|a| a.0 > within) {
         return Err(cx.at(l, "`after` is later than `within`: the window is empty"));
     }
     let window = Window {
-        after: l.value.after.map(|d| d.0),
-        within: l.value.within.0,
-        since: l.value.since.clone(),
-        retransmission: None,
+        after: r.after.map(|d| d.0),
+        within,
+        since: r.since.clone(),
+        retransmission: r.retransmission,
     };
     Ok(Action::Leave {
         state,
         window,
-        conn: check_conn(cx, l, l.value.conn.as_deref())?,
+        conn: check_conn(cx, l, r.conn.as_deref())?,
     })
 }
 

@@ -202,7 +202,9 @@ impl<'de> Deserialize<'de> for RawState {
 pub struct RawLeave {
     pub state: String,
     pub after: Option<Dur>,
-    pub within: Dur,
+    pub within: Option<Dur>,
+    /// The state ends when retransmission N would be due: the window from the timer model.
+    pub retransmission: Option<u32>,
     pub since: Option<String>,
     pub conn: Option<String>,
 }
