@@ -10,7 +10,7 @@ use crate::wire::{self, TcpFlags, TcpOption};
 
 /// The expectation as one line, in the same notation as actual segments.
 pub fn describe_expect(spec: &ExpectSpec) -> String {
-    let mut s = spec.flags.to_string();
+    let mut s = show_flags(spec);
     if let Some(seq) = spec.seq {
         s += &format!(" seq {seq}");
     }
@@ -26,6 +26,24 @@ pub fn describe_expect(spec: &ExpectSpec) -> String {
     if let Some(opts) = &spec.options {
         let list: Vec<String> = opts.iter().map(|o| o.to_string()).collect();
         s += &format!(" <{}>", list.join(","));
+    }
+    s
+}
+
+/// `F.` or, with optional flags, `F. P?`.
+fn show_flags(spec: &ExpectSpec) -> String {
+    let mut s = spec.flags.to_string();
+    if !spec.maybe_flags.is_empty() {
+        let maybe = spec.maybe_flags.to_string().replace('.', "A");
+        s += &format!(
+            " {}?",
+            maybe
+                .chars()
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .join("? ")
+                .trim_end_matches('?')
+        );
     }
     s
 }
@@ -56,8 +74,9 @@ pub fn check_segment(spec: &ExpectSpec, got: &Arrival, conn: &PeerConn) -> Resul
     if !got.checksum_ok {
         diffs.push("bad TCP checksum".to_string());
     }
-    if tcp.flags != spec.flags {
-        diffs.push(format!("flags {} ≠ {}", tcp.flags, spec.flags));
+    let unmasked = TcpFlags(tcp.flags.0 & !spec.maybe_flags.0);
+    if unmasked != TcpFlags(spec.flags.0 & !spec.maybe_flags.0) {
+        diffs.push(format!("flags {} ≠ {}", tcp.flags, show_flags(spec)));
     }
     if let Some(seq) = spec.seq {
         // The SUT's ISN is whatever its SYN carries; until then only a SYN can be matched.

@@ -158,6 +158,8 @@ pub struct SendSpec {
 pub struct ExpectSpec {
     pub conn: String,
     pub flags: TcpFlags,
+    /// Flags that may or may not be set (`P?`).
+    pub maybe_flags: TcpFlags,
     pub seq: Option<SeqSpec>,
     pub ack: Option<SeqSpec>,
     pub win: Option<u16>,
@@ -626,6 +628,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
     let expect = |flags: &str, seq: i64, ack: Option<i64>| ExpectSpec {
         conn: DEFAULT_CONN.into(),
         flags: flags.parse().expect("flags"),
+        maybe_flags: TcpFlags::default(),
         seq: Some(SeqSpec::Rel(seq)),
         ack: ack.map(SeqSpec::Rel),
         win: None,
@@ -938,6 +941,12 @@ fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
         (None, Some(d)) => d.as_bytes().to_vec(),
         (None, None) => Vec::new(),
     };
+    if !r.flags.value.1.is_empty() {
+        return Err(cx.at(
+            &r.flags,
+            "a sent segment's flags are exact; `?` is for expect",
+        ));
+    }
     Ok(SendSpec {
         conn: r
             .conn
@@ -991,6 +1000,7 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
             .as_ref()
             .map_or(DEFAULT_CONN.to_string(), |c| c.value.clone()),
         flags: r.flags.value.0,
+        maybe_flags: r.flags.value.1,
         seq: r.seq,
         ack: r.ack,
         win: r.win,

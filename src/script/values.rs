@@ -95,7 +95,7 @@ impl<'de> Deserialize<'de> for Dur {
 
 /// TCP flags as written in scripts: tcpdump letters, `.` for ACK (`F.`, `S.`, `R`, `.`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlagsSpec(pub TcpFlags);
+pub struct FlagsSpec(pub TcpFlags, pub TcpFlags);
 
 impl<'de> Deserialize<'de> for FlagsSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -108,9 +108,38 @@ impl<'de> Deserialize<'de> for FlagsSpec {
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FlagsSpec, E> {
-                v.parse::<TcpFlags>().map(FlagsSpec).map_err(|e| {
-                    E::custom(format!("bad flags `{v}`: {e}; for example F. is FIN|ACK"))
-                })
+                // `P?`: PSH may or may not be set (`expect` only); where a stack sets PSH
+                // depends on how it cut the data into segments, which is no teardown property.
+                let bad = |e: String| {
+                    E::custom(format!(
+                        "bad flags `{v}`: {e}; for example F. is FIN|ACK, and P? means PSH or not"
+                    ))
+                };
+                let optional: String = v
+                    .char_indices()
+                    .filter(|(i, _)| v[i + 1..].starts_with('?'))
+                    .map(|(_, c)| c)
+                    .collect();
+                let required: String = v
+                    .char_indices()
+                    .filter(|(i, c)| *c != '?' && !v[i + 1..].starts_with('?'))
+                    .map(|(_, c)| c)
+                    .collect();
+                let maybe = if optional.is_empty() {
+                    TcpFlags::default()
+                } else {
+                    optional
+                        .parse::<TcpFlags>()
+                        .map_err(|e| bad(e.to_string()))?
+                };
+                let must = if required.is_empty() {
+                    TcpFlags::default()
+                } else {
+                    required
+                        .parse::<TcpFlags>()
+                        .map_err(|e| bad(e.to_string()))?
+                };
+                Ok(FlagsSpec(must, maybe))
             }
         }
         d.deserialize_any(V)
