@@ -212,6 +212,7 @@ fn execute(
         background: HashMap::new(),
         read_offsets: HashMap::new(),
         step_no: 0,
+        profile: &timing::TimerProfile::LINUX,
     };
     let result = run.steps().and_then(|()| run.final_quiet());
     run.finish();
@@ -255,6 +256,8 @@ struct Run<'a> {
     /// How many bytes the SUT application has read, per connection.
     read_offsets: HashMap<String, usize>,
     step_no: usize,
+    /// The SUT stack's timers: where every derived window comes from.
+    profile: &'static timing::TimerProfile,
 }
 
 impl Run<'_> {
@@ -413,19 +416,18 @@ impl Run<'_> {
         }
     }
 
-    /// A `retransmission: N` window comes from the timer model and the RTTs seen so far.
+    /// A `retransmission: N` window comes from the timer profile and the RTTs seen so far, a
+    /// `timer:` window from the profile's expiry model.
     fn resolve_window(&self, w: &Window, conn: &str) -> Window {
-        match w.retransmission {
-            Some(n) => {
-                let (after, within) =
-                    timing::TimerModel::LINUX.retransmission_window(n, self.conn(conn).rtt);
-                Window {
-                    after: Some(after),
-                    within,
-                    ..w.clone()
-                }
-            }
-            None => w.clone(),
+        let derived = match (w.retransmission, w.timer) {
+            (Some(n), _) => self.profile.retransmission_window(n, self.conn(conn).rtt),
+            (None, Some(t)) => self.profile.expiry_window(self.profile.armed(t)),
+            (None, None) => return w.clone(),
+        };
+        Window {
+            after: Some(derived.0),
+            within: derived.1,
+            ..w.clone()
         }
     }
 

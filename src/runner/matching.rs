@@ -57,9 +57,10 @@ pub fn show_window(w: &Window) -> String {
         ),
         None => format!("within {}", show_duration(w.within)),
     };
-    let base = match w.retransmission {
-        Some(n) => format!("{base} (retransmission {n}, from the Linux timer model)"),
-        None => base,
+    let base = match (w.retransmission, w.timer) {
+        (Some(n), _) => format!("{base} (retransmission {n}, from the timer profile)"),
+        (None, Some(t)) => format!("{base} (a {t} timer, from the timer profile)"),
+        (None, None) => base,
     };
     match &w.since {
         Some(n) => format!("{base} of `{n}`"),

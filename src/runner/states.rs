@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{deadline_of, matching, noise, offset_text, Failure, Run};
 use crate::observe::{SockInfo, TcpState};
 use crate::script::values::show_duration;
-use crate::script::{StateCheck, Step, Window, DEFAULT_CONN};
+use crate::script::{StateCheck, Step, TimerCheck, Window, DEFAULT_CONN};
 
 /// The kernel handles our last frame in softirq context; a `state` step re-reads for this long
 /// before calling a state wrong — never long enough to hide a transient state.
@@ -37,10 +37,11 @@ impl Run<'_> {
 
     pub(super) fn state(&mut self, step: &Step, check: &StateCheck) -> Result<(), Failure> {
         let until = Instant::now() + SETTLE;
-        let info = loop {
+        let (info, read_from, read_to) = loop {
+            let from = SystemTime::now();
             let info = self.look(step, &check.conn)?;
             if info.as_ref().map(|i| i.state) == check.want || Instant::now() >= until {
-                break info;
+                break (info, from, SystemTime::now());
             }
             std::thread::sleep(Duration::from_millis(1));
         };
@@ -53,9 +54,10 @@ impl Run<'_> {
                 show(got),
             ));
         }
-        let (Some((lo, hi)), Some(info)) = (check.timer, info) else {
+        let (Some(timer), Some(info)) = (check.timer, info) else {
             return Ok(());
         };
+        let (lo, hi) = self.timer_range(step, timer, &check.since, (read_from, read_to))?;
         let place = self.short_place(step);
         self.measurements.push(format!(
             "{place}: {} timer {} remaining (expected {}..{})",
@@ -84,6 +86,34 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The range a timer reading must fall in: typed in the script, or from the profile: the
+    /// armed length less the time since the event that armed it (the previous event, or the
+    /// step `since` names), both ends, with the machine's measured stalls added.
+    fn timer_range(
+        &self,
+        step: &Step,
+        timer: TimerCheck,
+        since: &Option<String>,
+        (read_from, read_to): (SystemTime, SystemTime),
+    ) -> Result<(Duration, Duration), Failure> {
+        let armed = match timer {
+            TimerCheck::Range(lo, hi) => return Ok((lo, hi)),
+            TimerCheck::Armed(t) => self.profile.armed(t),
+        };
+        let w = Window {
+            after: None,
+            within: Duration::ZERO,
+            since: since.clone(),
+            retransmission: None,
+            timer: None,
+        };
+        let (from, _) = self.window_start(step, &w)?;
+        let elapsed_lo = read_from.duration_since(from).unwrap_or_default();
+        let elapsed_hi =
+            read_to.duration_since(from).unwrap_or_default() + noise::worst(from, read_to);
+        Ok(self.profile.reading_range(armed, elapsed_lo, elapsed_hi))
+    }
+
     /// Waits until the connection is no longer in `state`; the moment must fall in the window.
     pub(super) fn leave(
         &mut self,
@@ -94,7 +124,7 @@ impl Run<'_> {
     ) -> Result<(), Failure> {
         // A timer-model window ends later by the polling that notices the change.
         let mut w = self.resolve_window(w, conn);
-        if w.retransmission.is_some() {
+        if w.retransmission.is_some() || w.timer.is_some() {
             w.within += LEAVE_POLL;
         }
         let w = &w;

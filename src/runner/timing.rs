@@ -1,5 +1,6 @@
-//! When the SUT's retransmission timer fires, from a model of the Linux timers rather than
-//! from numbers typed into scripts.
+//! When the SUT's timers fire, from a per-stack timer profile rather than from numbers typed
+//! into scripts: retransmissions (the RTO and its backoff), TIME_WAIT, and any timer a script
+//! arms by length (tcp_fin_timeout, TCP_LINGER2). docs/timing.md derives every window.
 //!
 //! Linux (HZ=250, one jiffy = 4 ms) sets RTO = SRTT + max(4·RTTVAR-ish term, RTO_min), where the
 //! variance term never drops below `tcp_rto_min` (200 ms): after a handshake over a veth,
@@ -24,23 +25,88 @@
 
 use std::time::Duration;
 
-/// Timer constants of one stack.
+pub use crate::script::ArmedTimer;
+
+/// The timer constants of one stack, and how its timers round.
 #[derive(Clone, Copy, Debug)]
-pub struct TimerModel {
+pub struct TimerProfile {
+    /// The stack's name, as in `--stack` and in messages.
+    pub name: &'static str,
+    /// The clock the timers count in: a jiffy for Linux, the agent's poll resolution else.
     pub jiffy: Duration,
     pub rto_min: Duration,
+    /// The RTO before any RTT sample (the SYN's).
+    pub rto_initial: Duration,
     pub rto_max: Duration,
-    /// Machine noise allowed each way, in jiffies (see the module comment).
+    /// How long a connection stays in TIME_WAIT.
+    pub time_wait: Duration,
+    /// Timers sit on a hierarchical wheel that rounds them up into coarser buckets the further
+    /// out they are (Linux); false: they fire when due, give or take a tick.
+    pub wheel: bool,
+    /// Machine noise allowed each way, in ticks (see the module comment).
     pub noise_jiffies: u32,
 }
 
-impl TimerModel {
-    pub const LINUX: TimerModel = TimerModel {
+impl TimerProfile {
+    /// Linux 6.x at HZ=250: TCP_RTO_MIN, TCP_TIMEOUT_INIT, TCP_RTO_MAX, TCP_TIMEWAIT_LEN.
+    pub const LINUX: TimerProfile = TimerProfile {
+        name: "linux",
         jiffy: Duration::from_millis(4),
         rto_min: Duration::from_millis(200),
+        rto_initial: Duration::from_secs(1),
         rto_max: Duration::from_secs(120),
+        time_wait: Duration::from_secs(60),
+        wheel: true,
         noise_jiffies: 2,
     };
+
+    /// smoltcp 0.14: its RTT estimator's minimum and initial RTO, and its fixed TIME_WAIT
+    /// (`CLOSE_DELAY`); its timers fire when the agent polls, which it does when due (1 ms).
+    pub const SMOLTCP: TimerProfile = TimerProfile {
+        name: "smoltcp",
+        jiffy: Duration::from_millis(1),
+        rto_min: Duration::from_millis(1000),
+        rto_initial: Duration::from_millis(1000),
+        rto_max: Duration::from_secs(60),
+        time_wait: Duration::from_secs(10),
+        wheel: false,
+        noise_jiffies: 2,
+    };
+
+    /// The length of a timer a script names.
+    pub fn armed(&self, t: ArmedTimer) -> Duration {
+        match t {
+            ArmedTimer::TimeWait => self.time_wait,
+            ArmedTimer::Fixed(d) => d,
+        }
+    }
+
+    /// The window, from the event that armed it, in which a timer set `d` ahead fires: never
+    /// before `d` less the noise of the clock it was armed on, and by `d` plus the rounding of
+    /// its bucket, the tick that notices it and the noise.
+    pub fn expiry_window(&self, d: Duration) -> (Duration, Duration) {
+        (
+            d.saturating_sub(self.jiffy * self.noise_jiffies),
+            d + self.wheel_slack(d),
+        )
+    }
+
+    /// What the SUT reports as the remaining time of a timer armed `d` ahead, read between
+    /// `elapsed_lo` and `elapsed_hi` after the event that armed it: `d` less the elapsed time
+    /// (Linux keeps the requested expiry; the wheel's bucket only decides when it runs), give
+    /// or take a tick of rounding and the noise of the clock, and never above `d`.
+    pub fn reading_range(
+        &self,
+        d: Duration,
+        elapsed_lo: Duration,
+        elapsed_hi: Duration,
+    ) -> (Duration, Duration) {
+        let slop = self.jiffy * (1 + self.noise_jiffies);
+        (
+            d.saturating_sub(elapsed_hi + slop),
+            d.min(d.saturating_sub(elapsed_lo) + slop),
+        )
+    }
 
     fn ceil_jiffy(&self, d: Duration) -> Duration {
         let j = self.jiffy.as_nanos();
@@ -50,6 +116,9 @@ impl TimerModel {
 
     /// How late the timer wheel may fire a timer set `d` ahead.
     fn wheel_slack(&self, d: Duration) -> Duration {
+        if !self.wheel {
+            return self.jiffy * (1 + self.noise_jiffies);
+        }
         let jiffies = d.as_nanos() / self.jiffy.as_nanos();
         let mut granularity = 1u32;
         let mut level_end = 63u128;
@@ -117,7 +186,7 @@ mod tests {
             lo: Duration::from_micros(100),
             hi: Duration::from_micros(300),
         };
-        let m = TimerModel::LINUX;
+        let m = TimerProfile::LINUX;
         // 200.1..200.3 ms → 204 ms after rounding up to a jiffy; noise 2 jiffies early,
         // slack 1+1+2 jiffies late.
         assert_eq!(m.retransmission_window(1, rtt), (MS(196), MS(220)));
@@ -132,13 +201,42 @@ mod tests {
             lo: Duration::from_micros(100),
             hi: MS(6),
         };
-        let (lo, hi) = TimerModel::LINUX.retransmission_window(2, rtt);
+        let (lo, hi) = TimerProfile::LINUX.retransmission_window(2, rtt);
         assert_eq!((lo, hi), (MS(400), MS(416) + MS(44)));
     }
 
     #[test]
+    fn time_wait_expires_within_its_wheel_bucket() {
+        // 60 s = 15000 jiffies: level 3, buckets of 512 jiffies; +1 tick, +2 noise.
+        let (lo, hi) = TimerProfile::LINUX.expiry_window(TimerProfile::LINUX.time_wait);
+        assert_eq!(lo, Duration::from_secs(60) - MS(8));
+        assert_eq!(hi, Duration::from_secs(60) + MS(4 * 515));
+        // 3 s = 750 jiffies: level 2, buckets of 64.
+        assert_eq!(
+            TimerProfile::LINUX.expiry_window(Duration::from_secs(3)).1,
+            Duration::from_secs(3) + MS(4 * 67)
+        );
+    }
+
+    #[test]
+    fn a_stack_without_a_wheel_fires_within_a_few_ticks() {
+        let (lo, hi) = TimerProfile::SMOLTCP.expiry_window(Duration::from_secs(10));
+        assert_eq!((lo, hi), (MS(9998), MS(10003)));
+    }
+
+    #[test]
+    fn a_reading_allows_the_time_since_arming() {
+        let (lo, hi) = TimerProfile::LINUX.reading_range(Duration::from_secs(60), MS(1), MS(30));
+        assert_eq!((lo, hi), (MS(60_000 - 30 - 12), MS(60_000)));
+        // A second later the reading must have gone down: a restarted timer is caught.
+        let (lo, hi) =
+            TimerProfile::LINUX.reading_range(Duration::from_secs(60), MS(1000), MS(1003));
+        assert_eq!((lo, hi), (MS(60_000 - 1003 - 12), MS(60_000 - 1000 + 12)));
+    }
+
+    #[test]
     fn backoff_stops_at_rto_max() {
-        let (lo, _) = TimerModel::LINUX.retransmission_window(16, RttRange::default());
+        let (lo, _) = TimerProfile::LINUX.retransmission_window(16, RttRange::default());
         assert_eq!(lo, Duration::from_secs(120) - MS(8));
     }
 }

@@ -136,7 +136,28 @@ pub struct Window {
     pub since: Option<String>,
     /// `retransmission: N`: the window of the Nth retransmission, from the timer model.
     pub retransmission: Option<u32>,
+    /// `timer: time-wait` or `timer: 3s`: the window in which that timer fires, from the
+    /// stack's timer profile.
+    pub timer: Option<ArmedTimer>,
 }
+
+/// A timer a script refers to: the profile's TIME_WAIT, or one of a length the script set
+/// (tcp_fin_timeout, TCP_LINGER2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArmedTimer {
+    TimeWait,
+    Fixed(Duration),
+}
+
+impl std::fmt::Display for ArmedTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArmedTimer::TimeWait => f.write_str("time-wait"),
+            ArmedTimer::Fixed(d) => f.write_str(&crate::script::values::show_duration(*d)),
+        }
+    }
+}
+
 
 #[derive(Clone, Debug)]
 pub struct SendSpec {
@@ -205,9 +226,20 @@ pub enum Action {
 pub struct StateCheck {
     /// None means CLOSED: no socket for the connection.
     pub want: Option<TcpState>,
-    /// The remaining time of the SUT's timer must lie in this range.
-    pub timer: Option<(Duration, Duration)>,
+    /// What the remaining time of the SUT's timer must be.
+    pub timer: Option<TimerCheck>,
+    /// A profile timer is read back against the time since this named step (else the
+    /// previous event).
+    pub since: Option<String>,
     pub conn: String,
+}
+
+/// A `state` step's `timer:`: a range typed in the script, or a timer the stack's profile
+/// knows (`time-wait`) or the script set (`3s`), read back with the time since it was armed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerCheck {
+    Range(Duration, Duration),
+    Armed(ArmedTimer),
 }
 
 /// One connection of a scenario: `conn` (from the setup), and any in `setup.connections`.
@@ -640,6 +672,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
             within: DEFAULT_WITHIN,
             since: None,
             retransmission: None,
+            timer: None,
         },
         drop: false,
     };
@@ -675,6 +708,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
                 within: setup.call_timeout,
                 since: None,
                 retransmission: None,
+                timer: None,
             };
             out.push(step(Action::Await {
                 name: "connect".into(),
@@ -803,6 +837,7 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
                 .map_or(DEFAULT_CALL_TIMEOUT, |d| d.value.0),
             since: r.since.as_ref().map(|s| s.value.clone()),
             retransmission: None,
+            timer: None,
         };
         return Ok(Action::Await {
             name: a.value.clone(),
@@ -843,14 +878,40 @@ fn parse_state(
 fn lower_state(cx: &Cx, st: &Spanned<raw::RawState>) -> Result<StateCheck, ScriptError> {
     let want = parse_state(cx, st, &st.value.is)?;
     let timer = match &st.value.timer {
-        Some(t) => Some(parse_range(t).map_err(|e| cx.at(st, e))?),
+        Some(t) if t.contains("..") => {
+            let (lo, hi) = parse_range(t).map_err(|e| cx.at(st, e))?;
+            Some(TimerCheck::Range(lo, hi))
+        }
+        Some(t) => Some(TimerCheck::Armed(parse_armed(t).map_err(|e| cx.at(st, e))?)),
         None => None,
     };
     if timer.is_some() && want.is_none() {
         return Err(cx.at(st, "a CLOSED connection has no timer to check"));
     }
     let conn = check_conn(cx, st, st.value.conn.as_deref())?;
-    Ok(StateCheck { want, timer, conn })
+    let since = st.value.since.clone();
+    if since.is_some() && !matches!(timer, Some(TimerCheck::Armed(_))) {
+        return Err(cx.at(
+            st,
+            "`since` says when a timer was armed: use it with `timer: time-wait` or `timer: DURATION`",
+        ));
+    }
+    Ok(StateCheck {
+        want,
+        timer,
+        conn,
+        since,
+    })
+}
+
+/// `time-wait` (the stack profile's) or a length like `3s` (a timer the script set).
+fn parse_armed(text: &str) -> Result<ArmedTimer, String> {
+    if text == "time-wait" {
+        return Ok(ArmedTimer::TimeWait);
+    }
+    values::parse_duration(text).map(ArmedTimer::Fixed).map_err(|e| {
+        format!("{e}; a timer is `time-wait` (the stack's), a length like `3s`, or a range MIN..MAX")
+    })
 }
 
 /// `58s..60s`
@@ -873,28 +934,35 @@ fn lower_leave(cx: &Cx, l: &Spanned<raw::RawLeave>) -> Result<Action, ScriptErro
             "a connection cannot leave CLOSED; name the state it is in",
         )
     })?;
-    let within =
-        match (r.within, r.retransmission) {
-            (Some(w), None) => w.0,
-            (None, Some(n)) if (1..=16).contains(&n) => Duration::ZERO,
-            (None, Some(_)) => return Err(cx.at(l, "`retransmission` counts from 1 to 16")),
-            (Some(_), Some(_)) => return Err(cx.at(
-                l,
-                "`retransmission` takes its window from the timer model; drop `after` and `within`",
-            )),
-            (None, None) => {
-                return Err(cx.at(
-                    l,
-                    "`leave` needs `within` (and maybe `after`), or `retransmission: N`",
-                ))
-            }
-        };
-    if r.retransmission.is_some() && r.after.is_some() {
+    let timer = match &r.timer {
+        Some(t) => Some(parse_armed(t).map_err(|e| cx.at(l, e))?),
+        None => None,
+    };
+    let derived = match (r.retransmission, timer) {
+        (Some(_), Some(_)) => {
+            return Err(cx.at(l, "`retransmission` and `timer` are two different windows; keep one"))
+        }
+        (Some(n), None) if !(1..=16).contains(&n) => {
+            return Err(cx.at(l, "`retransmission` counts from 1 to 16"))
+        }
+        (r, t) => r.is_some() || t.is_some(),
+    };
+    if derived && (r.after.is_some() || r.within.is_some()) {
         return Err(cx.at(
             l,
-            "`retransmission` takes its window from the timer model; drop `after` and `within`",
+            "`retransmission` and `timer` take their window from the timer profile; drop `after` and `within`",
         ));
     }
+    let within = match r.within {
+        Some(w) => w.0,
+        None if derived => Duration::ZERO,
+        None => {
+            return Err(cx.at(
+                l,
+                "`leave` needs `within` (and maybe `after`), `timer: time-wait` or `timer: DURATION`, or `retransmission: N`",
+            ))
+        }
+    };
     if r.after.is_some_and(|a| a.0 > within) {
         return Err(cx.at(l, "`after` is later than `within`: the window is empty"));
     }
@@ -903,6 +971,7 @@ fn lower_leave(cx: &Cx, l: &Spanned<raw::RawLeave>) -> Result<Action, ScriptErro
         within,
         since: r.since.clone(),
         retransmission: r.retransmission,
+        timer,
     };
     Ok(Action::Leave {
         state,
@@ -1012,6 +1081,7 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
             within: r.within.map_or(DEFAULT_WITHIN, |d| d.0),
             since: r.since.as_ref().map(|s| s.value.clone()),
             retransmission: r.retransmission.as_ref().map(|n| n.value),
+            timer: None,
         },
         drop: r.drop.unwrap_or(false),
     })
@@ -1036,7 +1106,10 @@ fn check_flow(cx: &Cx, steps: &[Step], conns: &[ConnDef]) -> Result<(), ScriptEr
         let since = match &s.action {
             Action::Send(x) => x.since.as_deref(),
             Action::Expect(e) => e.window.since.as_deref(),
-            Action::Await { window, .. } => window.since.as_deref(),
+            Action::Await { window, .. } | Action::Leave { window, .. } => {
+                window.since.as_deref()
+            }
+            Action::State(check) => check.since.as_deref(),
             _ => None,
         };
         if let Some(anchor) = since {

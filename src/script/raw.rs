@@ -157,6 +157,7 @@ pub struct RawConnection {
 pub struct RawState {
     pub is: String,
     pub timer: Option<String>,
+    pub since: Option<String>,
     pub conn: Option<String>,
 }
 
@@ -165,6 +166,7 @@ pub struct RawState {
 struct RawStateMap {
     is: String,
     timer: Option<String>,
+    since: Option<String>,
     conn: Option<String>,
 }
 
@@ -174,7 +176,7 @@ impl<'de> Deserialize<'de> for RawState {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = RawState;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a state name, or {is: STATE, timer: MIN..MAX, conn: NAME}")
+                f.write_str("a state name, or {is: STATE, timer: MIN..MAX | time-wait | DURATION, conn: NAME}")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawState, E> {
                 Ok(RawState {
@@ -188,6 +190,7 @@ impl<'de> Deserialize<'de> for RawState {
                 Ok(RawState {
                     is: m.is,
                     timer: m.timer,
+                    since: m.since,
                     conn: m.conn,
                 })
             }
@@ -205,6 +208,9 @@ pub struct RawLeave {
     pub within: Option<Dur>,
     /// The state ends when retransmission N would be due: the window from the timer model.
     pub retransmission: Option<u32>,
+    /// The state ends when this timer fires (`time-wait`, or a length like `3s`): the window
+    /// from the stack's timer profile.
+    pub timer: Option<String>,
     pub since: Option<String>,
     pub conn: Option<String>,
 }
