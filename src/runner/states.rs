@@ -136,16 +136,7 @@ impl Run<'_> {
                 break (SystemTime::now(), now);
             }
             if Instant::now() >= deadline {
-                return Err(self.mismatch(
-                    step,
-                    format!("leave {}", state.name()),
-                    format!("{} ends {}", state.name(), matching::show_window(w)),
-                    format!(
-                        "still {} {} after {from_what}",
-                        state.name(),
-                        show_duration(w.within)
-                    ),
-                ));
+                return Err(self.never_left(step, state, w, from, &from_what, conn));
             }
             std::thread::sleep(LEAVE_POLL);
         };
@@ -173,5 +164,46 @@ impl Run<'_> {
             format!("the end of {} ({offset} after {from_what})", state.name()),
         );
         Ok(())
+    }
+
+    /// The window closed with the state still there. Looking a little longer tells "late, at
+    /// +X" from "never", so the message carries the measured moment.
+    fn never_left(
+        &mut self,
+        step: &Step,
+        state: TcpState,
+        w: &Window,
+        from: SystemTime,
+        from_what: &str,
+        conn: &str,
+    ) -> Failure {
+        let grace = w.within.clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let until = Instant::now() + grace;
+        let actual = loop {
+            match self.look(step, conn) {
+                Ok(now) if now.as_ref().map(|i| i.state) != Some(state) => {
+                    let at = offset_text(SystemTime::now(), from);
+                    break format!(
+                        "still {} when the window closed; it ended at {at} after {from_what}",
+                        state.name()
+                    );
+                }
+                Ok(_) if Instant::now() < until => std::thread::sleep(LEAVE_POLL),
+                Ok(_) => {
+                    break format!(
+                        "still {} {} after {from_what}",
+                        state.name(),
+                        show_duration(w.within + grace)
+                    )
+                }
+                Err(f) => return f,
+            }
+        };
+        self.mismatch(
+            step,
+            format!("leave {}", state.name()),
+            format!("{} ends {}", state.name(), matching::show_window(w)),
+            actual,
+        )
     }
 }
