@@ -155,7 +155,10 @@ fn cmd_run(args: &[String]) -> i32 {
         );
         return EXIT_BAD_INPUT;
     }
-    let suite = suite::load(&opts.paths);
+    let mut suite = suite::load(&opts.paths);
+    if opts.fast {
+        suite.without_slow();
+    }
     if !suite.errors.is_empty() {
         for e in &suite.errors {
             eprintln!("error: {e}");
@@ -175,7 +178,7 @@ fn cmd_run(args: &[String]) -> i32 {
         Err(code) => return code,
     };
     let trials = report::trials(&suite.scenarios, &[], &cfg, &records, &expected);
-    let conclusion = libtest_mimic::run(&opts.test, trials);
+    let conclusion = crate::schedule::run(&opts.test, trials);
     if let Err(code) = write_reports(&opts, &records) {
         return code;
     }

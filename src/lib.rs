@@ -17,6 +17,7 @@ pub mod peer;
 pub mod privilege;
 pub mod report;
 pub mod runner;
+pub mod schedule;
 pub mod script;
 pub mod suite;
 pub mod sut;

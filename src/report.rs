@@ -6,11 +6,14 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use libtest_mimic::{Failed, Trial};
 
 use crate::expectations::Expectations;
+use crate::runner::timing::TimerProfile;
 use crate::runner::{self, TrialConfig, Verdict};
+use crate::schedule::{self, Planned};
 use crate::script::{Scenario, ScriptError};
 
 /// One finished trial, kept for the JSON and JUnit reports.
@@ -55,7 +58,7 @@ pub fn trials(
     cfg: &TrialConfig,
     records: &Records,
     expected: &Expectations,
-) -> Vec<Trial> {
+) -> Vec<Planned> {
     let mut out = Vec::new();
     for sc in scenarios {
         let sc = Arc::new(sc.clone());
@@ -63,10 +66,12 @@ pub fn trials(
             let ignored = sc.ignore.is_some();
             let (sc, cfg, records) = (sc.clone(), cfg.clone(), records.clone());
             let name = sc.trial_name(family);
+            let estimate = schedule::estimate(&sc, &TimerProfile::LINUX);
             let deviation = expected
                 .lookup(&name)
                 .map(|d| (d.clone(), expected.file.clone()));
-            let trial = Trial::test(name, move || {
+            let trial = Trial::test(name.clone(), move || {
+                let _progress = schedule::started(&name, estimate);
                 let v = runner::run_trial(&sc, family, &cfg);
                 let mut record = Record::of(&v, &sc);
                 let verdict = judge(v.failure_text(), deviation.as_ref());
@@ -75,13 +80,19 @@ pub fn trials(
                 records.lock().expect("records lock").push(record);
                 verdict.map_err(Failed::from)
             });
-            out.push(trial.with_ignored_flag(ignored));
+            out.push(Planned {
+                trial: trial.with_ignored_flag(ignored),
+                estimate,
+            });
         }
     }
     for e in errors {
         let text = e.to_string();
         let name = format!("script-error::{}", e.file.display());
-        out.push(Trial::test(name, move || Err(Failed::from(text))));
+        out.push(Planned {
+            trial: Trial::test(name, move || Err(Failed::from(text))),
+            estimate: Duration::ZERO,
+        });
     }
     out
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use halfclose::expectations::Expectations;
 use halfclose::runner::TrialConfig;
-use halfclose::{privilege, report, suite};
+use halfclose::{privilege, report, schedule, suite};
 
 fn main() {
     // First, while the process has one thread: not root → enter a user namespace.
@@ -49,5 +49,5 @@ fn main() {
         &records,
         &expected,
     );
-    libtest_mimic::run(&args, trials).exit();
+    schedule::run(&args, trials).exit();
 }

@@ -177,7 +177,9 @@ impl Run<'_> {
         from_what: &str,
         conn: &str,
     ) -> Failure {
-        let grace = w.within.clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let grace = w
+            .within
+            .clamp(Duration::from_millis(200), Duration::from_secs(2));
         let until = Instant::now() + grace;
         let actual = loop {
             match self.look(step, conn) {

@@ -158,7 +158,6 @@ impl std::fmt::Display for ArmedTimer {
     }
 }
 
-
 #[derive(Clone, Debug)]
 pub struct SendSpec {
     pub conn: String,
@@ -940,7 +939,10 @@ fn lower_leave(cx: &Cx, l: &Spanned<raw::RawLeave>) -> Result<Action, ScriptErro
     };
     let derived = match (r.retransmission, timer) {
         (Some(_), Some(_)) => {
-            return Err(cx.at(l, "`retransmission` and `timer` are two different windows; keep one"))
+            return Err(cx.at(
+                l,
+                "`retransmission` and `timer` are two different windows; keep one",
+            ))
         }
         (Some(n), None) if !(1..=16).contains(&n) => {
             return Err(cx.at(l, "`retransmission` counts from 1 to 16"))
@@ -1106,9 +1108,7 @@ fn check_flow(cx: &Cx, steps: &[Step], conns: &[ConnDef]) -> Result<(), ScriptEr
         let since = match &s.action {
             Action::Send(x) => x.since.as_deref(),
             Action::Expect(e) => e.window.since.as_deref(),
-            Action::Await { window, .. } | Action::Leave { window, .. } => {
-                window.since.as_deref()
-            }
+            Action::Await { window, .. } | Action::Leave { window, .. } => window.since.as_deref(),
             Action::State(check) => check.since.as_deref(),
             _ => None,
         };

@@ -32,9 +32,24 @@ struct Opts {
 }
 
 enum Desc {
-    Fresh { family: Family, bound: Option<SocketAddr>, opts: Opts },
-    Listener { endpoint: IpListenEndpoint, backlog: usize, opts: Opts, listening: Option<SocketHandle>, queue: VecDeque<SocketHandle> },
-    Conn { handle: SocketHandle, shut_wr: bool, readable_sent: bool, opts: Opts },
+    Fresh {
+        family: Family,
+        bound: Option<SocketAddr>,
+        opts: Opts,
+    },
+    Listener {
+        endpoint: IpListenEndpoint,
+        backlog: usize,
+        opts: Opts,
+        listening: Option<SocketHandle>,
+        queue: VecDeque<SocketHandle>,
+    },
+    Conn {
+        handle: SocketHandle,
+        shut_wr: bool,
+        readable_sent: bool,
+        opts: Opts,
+    },
 }
 
 /// What the agent remembers about each smoltcp socket between sweeps.
@@ -48,6 +63,8 @@ struct Track {
     /// We closed/aborted it ourselves, so reaching CLOSED is not a reset.
     local_abort: bool,
     reset: bool,
+    /// Has completed a handshake: only then can CLOSED mean EOF.
+    synced: bool,
 }
 
 enum Wait {
@@ -87,14 +104,23 @@ fn enotconn() -> Error {
 impl Calls {
     pub fn new() -> Calls {
         let seed = (realtime_ns() % 16384) as u16;
-        Calls { fds: BTreeMap::new(), next_fd: 3, tracks: BTreeMap::new(), pending: Vec::new(), next_port: EPHEMERAL_FIRST + seed, out: Vec::new() }
+        Calls {
+            fds: BTreeMap::new(),
+            next_fd: 3,
+            tracks: BTreeMap::new(),
+            pending: Vec::new(),
+            next_port: EPHEMERAL_FIRST + seed,
+            out: Vec::new(),
+        }
     }
 
     /// Executes one command. Blocking calls that cannot finish yet are parked
     /// and answered by a later `sweep`; everything else is answered now.
     pub fn execute(&mut self, stack: &mut Stack, id: u64, cmd: Command) {
         let reply = match cmd {
-            Command::Configure { mac, addrs, routes } => stack.configure(mac, &addrs, &routes).map(|_| Value::Null),
+            Command::Configure { mac, addrs, routes } => {
+                stack.configure(mac, &addrs, &routes).map(|_| Value::Null)
+            }
             Command::Socket { family } => Ok(json!(self.socket(family))),
             Command::Bind { fd, addr } => self.bind(fd, addr),
             Command::Listen { fd, backlog } => self.listen(stack, fd, backlog),
@@ -108,7 +134,9 @@ impl Calls {
             Command::Shutdown { fd, how } => self.shutdown(stack, fd, &how),
             Command::Close { fd } => self.close(stack, fd),
             Command::SetSockOpt { fd, opt } => self.setsockopt(stack, fd, opt),
-            Command::State { local, remote } => Ok(json!({"state": self.state_of(stack, local, remote)})),
+            Command::State { local, remote } => {
+                Ok(json!({"state": self.state_of(stack, local, remote)}))
+            }
             Command::Quit => Ok(Value::Null),
         };
         self.answer(id, reply);
@@ -129,14 +157,25 @@ impl Calls {
     }
 
     fn socket(&mut self, family: Family) -> Fd {
-        self.alloc_fd(Desc::Fresh { family, bound: None, opts: Opts::default() })
+        self.alloc_fd(Desc::Fresh {
+            family,
+            bound: None,
+            opts: Opts::default(),
+        })
     }
 
     fn bind(&mut self, fd: Fd, addr: SocketAddr) -> Reply {
         match self.fds.get_mut(&fd).ok_or_else(|| ebadf(fd))? {
-            Desc::Fresh { family, bound: bound @ None, .. } => {
+            Desc::Fresh {
+                family,
+                bound: bound @ None,
+                ..
+            } => {
                 if addr.is_ipv4() != (*family == Family::Ipv4) {
-                    return Err(Error::new("EAFNOSUPPORT", "address family does not match the socket"));
+                    return Err(Error::new(
+                        "EAFNOSUPPORT",
+                        "address family does not match the socket",
+                    ));
                 }
                 *bound = Some(addr);
                 Ok(json!(0))
@@ -160,14 +199,31 @@ impl Calls {
             endpoint.port = self.ephemeral_port(stack);
         }
         if self.port_in_use(endpoint) {
-            return Err(Error::new("EADDRINUSE", "another listener has that address"));
+            return Err(Error::new(
+                "EADDRINUSE",
+                "another listener has that address",
+            ));
         }
         let handle = self.listen_socket(stack, endpoint, opts);
-        self.fds.insert(fd, Desc::Listener { endpoint, backlog, opts, listening: Some(handle), queue: VecDeque::new() });
+        self.fds.insert(
+            fd,
+            Desc::Listener {
+                endpoint,
+                backlog,
+                opts,
+                listening: Some(handle),
+                queue: VecDeque::new(),
+            },
+        );
         Ok(json!(0))
     }
 
-    fn listen_socket(&mut self, stack: &mut Stack, endpoint: IpListenEndpoint, opts: Opts) -> SocketHandle {
+    fn listen_socket(
+        &mut self,
+        stack: &mut Stack,
+        endpoint: IpListenEndpoint,
+        opts: Opts,
+    ) -> SocketHandle {
         let handle = self.new_socket(stack, opts);
         // Cannot fail: the port is non-zero and the socket is new.
         let _ = stack.tcp(handle).listen(endpoint);
@@ -177,18 +233,35 @@ impl Calls {
     fn new_socket(&mut self, stack: &mut Stack, opts: Opts) -> SocketHandle {
         let handle = stack.new_tcp_socket();
         apply_opts(stack.tcp(handle), opts);
-        self.tracks.insert(handle, Track { tuple: None, state: State::Closed, orphan: false, local_abort: false, reset: false });
+        self.tracks.insert(
+            handle,
+            Track {
+                tuple: None,
+                state: State::Closed,
+                orphan: false,
+                local_abort: false,
+                reset: false,
+                synced: false,
+            },
+        );
         handle
     }
 
     fn connect(&mut self, stack: &mut Stack, fd: Fd, addr: SocketAddr) -> Result<(), Error> {
         let (family, bound, opts) = match self.fds.get(&fd).ok_or_else(|| ebadf(fd))? {
-            Desc::Fresh { family, bound, opts } => (*family, *bound, *opts),
+            Desc::Fresh {
+                family,
+                bound,
+                opts,
+            } => (*family, *bound, *opts),
             Desc::Conn { .. } => return Err(Error::new("EISCONN", "socket is already connected")),
             Desc::Listener { .. } => return Err(Error::new("EINVAL", "socket is listening")),
         };
         if addr.is_ipv4() != (family == Family::Ipv4) {
-            return Err(Error::new("EAFNOSUPPORT", "address family does not match the socket"));
+            return Err(Error::new(
+                "EAFNOSUPPORT",
+                "address family does not match the socket",
+            ));
         }
         let mut local = bound.map(listen_endpoint).unwrap_or_default();
         if local.port == 0 {
@@ -200,13 +273,23 @@ impl Calls {
             stack.remove(handle);
             return Err(e);
         }
-        self.fds.insert(fd, Desc::Conn { handle, shut_wr: false, readable_sent: false, opts });
+        self.fds.insert(
+            fd,
+            Desc::Conn {
+                handle,
+                shut_wr: false,
+                readable_sent: false,
+                opts,
+            },
+        );
         Ok(())
     }
 
     fn write(&mut self, stack: &mut Stack, fd: Fd, data: &[u8]) -> Reply {
         let handle = match self.fds.get(&fd).ok_or_else(|| ebadf(fd))? {
-            Desc::Conn { shut_wr: true, .. } => return Err(Error::new("EPIPE", "socket is shut down for writing")),
+            Desc::Conn { shut_wr: true, .. } => {
+                return Err(Error::new("EPIPE", "socket is shut down for writing"))
+            }
             Desc::Conn { handle, .. } => *handle,
             _ => return Err(enotconn()),
         };
@@ -216,7 +299,9 @@ impl Calls {
         let socket = stack.tcp(handle);
         match socket.state() {
             State::SynSent | State::SynReceived => return Err(enotconn()),
-            _ if !socket.may_send() => return Err(Error::new("EPIPE", "connection is closed for sending")),
+            _ if !socket.may_send() => {
+                return Err(Error::new("EPIPE", "connection is closed for sending"))
+            }
             _ => {}
         }
         match socket.send_slice(data) {
@@ -228,13 +313,25 @@ impl Calls {
 
     fn shutdown(&mut self, stack: &mut Stack, fd: Fd, how: &str) -> Reply {
         let (handle, shut_wr) = match self.fds.get_mut(&fd).ok_or_else(|| ebadf(fd))? {
-            Desc::Conn { handle, shut_wr, .. } => (*handle, shut_wr),
+            Desc::Conn {
+                handle, shut_wr, ..
+            } => (*handle, shut_wr),
             _ => return Err(enotconn()),
         };
         match how {
             "wr" => {}
-            "rd" | "rdwr" => return Err(Error::new("ENOSYS", format!("smoltcp cannot shut down the receive half (`{how}`)"))),
-            _ => return Err(Error::new("EINVAL", "field `how` must be \"rd\", \"wr\" or \"rdwr\"")),
+            "rd" | "rdwr" => {
+                return Err(Error::new(
+                    "ENOSYS",
+                    format!("smoltcp cannot shut down the receive half (`{how}`)"),
+                ))
+            }
+            _ => {
+                return Err(Error::new(
+                    "EINVAL",
+                    "field `how` must be \"rd\", \"wr\" or \"rdwr\"",
+                ))
+            }
         }
         let socket = stack.tcp(handle);
         if socket.state() == State::SynSent {
@@ -249,7 +346,9 @@ impl Calls {
     fn close(&mut self, stack: &mut Stack, fd: Fd) -> Reply {
         match self.fds.remove(&fd).ok_or_else(|| ebadf(fd))? {
             Desc::Fresh { .. } => {}
-            Desc::Listener { listening, queue, .. } => {
+            Desc::Listener {
+                listening, queue, ..
+            } => {
                 // Connections nobody accepted are aborted (RST), as Linux does.
                 for handle in listening.into_iter().chain(queue) {
                     self.orphan(stack, handle, true);
@@ -269,7 +368,10 @@ impl Calls {
         } else {
             socket.close();
         }
-        let track = self.tracks.get_mut(&handle).expect("every socket is tracked");
+        let track = self
+            .tracks
+            .get_mut(&handle)
+            .expect("every socket is tracked");
         track.orphan = true;
         // close() in SYN-SENT/LISTEN also goes straight to CLOSED: our doing, not a reset.
         track.local_abort = abort || matches!(state, State::SynSent | State::Listen);
@@ -279,13 +381,20 @@ impl Calls {
         let desc = self.fds.get_mut(&fd).ok_or_else(|| ebadf(fd))?;
         let (opts, handle) = match desc {
             Desc::Fresh { opts, .. } => (opts, None),
-            Desc::Listener { opts, listening, .. } => (opts, *listening),
+            Desc::Listener {
+                opts, listening, ..
+            } => (opts, *listening),
             Desc::Conn { opts, handle, .. } => (opts, Some(*handle)),
         };
         match opt {
             SockOpt::Linger { on: true, secs: 0 } => opts.linger0 = true,
             SockOpt::Linger { on: false, .. } => opts.linger0 = false,
-            SockOpt::Linger { .. } => return Err(Error::new("ENOSYS", "linger with a timeout is not supported (smoltcp close() never blocks)")),
+            SockOpt::Linger { .. } => {
+                return Err(Error::new(
+                    "ENOSYS",
+                    "linger with a timeout is not supported (smoltcp close() never blocks)",
+                ))
+            }
             SockOpt::NoDelay(v) => opts.nodelay = v,
             SockOpt::KeepAlive { on, secs } => opts.keepalive_secs = on.then_some(secs.max(1)),
         }
@@ -297,7 +406,12 @@ impl Calls {
     }
 
     /// The state of the connection with that 4-tuple, orphans included.
-    fn state_of(&mut self, stack: &mut Stack, local: SocketAddr, remote: SocketAddr) -> &'static str {
+    fn state_of(
+        &mut self,
+        stack: &mut Stack,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> &'static str {
         let want = (IpEndpoint::from(local), IpEndpoint::from(remote));
         for (&handle, track) in &self.tracks {
             let state = stack.tcp(handle).state();
@@ -311,7 +425,11 @@ impl Calls {
     fn ephemeral_port(&mut self, stack: &mut Stack) -> u16 {
         loop {
             let port = self.next_port;
-            self.next_port = if port == u16::MAX { EPHEMERAL_FIRST } else { port + 1 };
+            self.next_port = if port == u16::MAX {
+                EPHEMERAL_FIRST
+            } else {
+                port + 1
+            };
             let in_use = self.tracks.iter().any(|(&h, t)| {
                 let s = stack.tcp(h);
                 t.tuple.is_some_and(|(l, _)| l.port == port) || s.listen_endpoint().port == port
@@ -325,7 +443,8 @@ impl Calls {
     fn port_in_use(&self, ep: IpListenEndpoint) -> bool {
         self.fds.values().any(|d| match d {
             Desc::Listener { endpoint, .. } => {
-                endpoint.port == ep.port && (endpoint.addr.is_none() || ep.addr.is_none() || endpoint.addr == ep.addr)
+                endpoint.port == ep.port
+                    && (endpoint.addr.is_none() || ep.addr.is_none() || endpoint.addr == ep.addr)
             }
             _ => false,
         })
@@ -360,14 +479,20 @@ impl Calls {
     }
 
     fn fd_of(&self, handle: SocketHandle) -> Option<Fd> {
-        self.fds.iter().find_map(|(&fd, d)| matches!(d, Desc::Conn { handle: h, .. } if *h == handle).then_some(fd))
+        self.fds.iter().find_map(|(&fd, d)| {
+            matches!(d, Desc::Conn { handle: h, .. } if *h == handle).then_some(fd)
+        })
     }
 
     fn track_states(&mut self, stack: &mut Stack) {
         let handles: Vec<_> = self.tracks.keys().copied().collect();
         for handle in handles {
             let socket = stack.tcp(handle);
-            let (now, local, remote) = (socket.state(), socket.local_endpoint(), socket.remote_endpoint());
+            let (now, local, remote) = (
+                socket.state(),
+                socket.local_endpoint(),
+                socket.remote_endpoint(),
+            );
             let fd = self.fd_of(handle);
             let track = self.tracks.get_mut(&handle).expect("tracked");
             if let (Some(l), Some(r)) = (local, remote) {
@@ -377,12 +502,22 @@ impl Calls {
                 continue;
             }
             let was = std::mem::replace(&mut track.state, now);
+            track.synced |= !matches!(
+                now,
+                State::Closed | State::Listen | State::SynSent | State::SynReceived
+            );
             let from = state_name(was).unwrap_or("CLOSED");
             let to = state_name(now).unwrap_or("CLOSED");
             let reset = is_reset(was, now, track.local_abort);
             track.reset |= reset;
             if let (Some((l, r)), true) = (track.tuple, from != to) {
-                self.out.push(protocol::state_event(to_sockaddr(l), to_sockaddr(r), from, to, realtime_ns()));
+                self.out.push(protocol::state_event(
+                    to_sockaddr(l),
+                    to_sockaddr(r),
+                    from,
+                    to,
+                    realtime_ns(),
+                ));
             }
             if reset {
                 if let Some(fd) = fd {
@@ -400,7 +535,16 @@ impl Calls {
     fn refill_listeners(&mut self, stack: &mut Stack) {
         let mut wanted = Vec::new();
         for (&fd, desc) in self.fds.iter_mut() {
-            let Desc::Listener { endpoint, backlog, opts, listening, queue } = desc else { continue };
+            let Desc::Listener {
+                endpoint,
+                backlog,
+                opts,
+                listening,
+                queue,
+            } = desc
+            else {
+                continue;
+            };
             if let Some(h) = *listening {
                 match stack.tcp(h).state() {
                     State::Listen | State::SynReceived => {}
@@ -428,8 +572,13 @@ impl Calls {
 
     fn notify_readable(&mut self, stack: &mut Stack) {
         for (&fd, desc) in self.fds.iter_mut() {
-            if let Desc::Conn { handle, readable_sent: sent @ false, .. } = desc {
-                if readable(stack.tcp(*handle), self.tracks[handle].reset) {
+            if let Desc::Conn {
+                handle,
+                readable_sent: sent @ false,
+                ..
+            } = desc
+            {
+                if readable(stack.tcp(*handle), &self.tracks[handle]) {
                     *sent = true;
                     self.out.push(protocol::fd_event("readable", fd));
                 }
@@ -464,7 +613,12 @@ impl Calls {
         };
         let handle = queue.pop_front()?;
         let opts = *opts;
-        let conn = self.alloc_fd(Desc::Conn { handle, shut_wr: false, readable_sent: false, opts });
+        let conn = self.alloc_fd(Desc::Conn {
+            handle,
+            shut_wr: false,
+            readable_sent: false,
+            opts,
+        });
         // A queue slot was freed; a listener at its backlog limit may listen again.
         self.refill_listeners(stack);
         Some(Ok(json!(conn)))
@@ -483,24 +637,31 @@ impl Calls {
     }
 
     fn try_read(&mut self, stack: &mut Stack, fd: Fd, max: usize) -> Option<Reply> {
-        let Some(Desc::Conn { handle, readable_sent, .. }) = self.fds.get_mut(&fd) else {
+        let Some(Desc::Conn {
+            handle,
+            readable_sent,
+            ..
+        }) = self.fds.get_mut(&fd)
+        else {
             return Some(Err(ebadf(fd)));
         };
-        let reset = self.tracks[handle].reset;
+        let track = &self.tracks[handle];
         let socket = stack.tcp(*handle);
         let reply = if socket.can_recv() {
             let mut buf = vec![0; max.min(socket.recv_queue())];
             let n = socket.recv_slice(&mut buf).unwrap_or(0);
             Ok(json!({"data": protocol::hex_encode(&buf[..n])}))
-        } else if reset {
+        } else if track.reset {
             Err(Error::new("ECONNRESET", "connection reset by peer"))
+        } else if !track.synced && socket.state() == State::Closed {
+            Err(enotconn()) // a connect that failed
         } else if at_eof(socket) {
             Ok(json!({"data": ""}))
         } else {
             return None;
         };
         // Re-arm the readable event once everything buffered has been consumed.
-        if !readable(socket, reset) {
+        if !readable(socket, track) {
             *readable_sent = false;
         }
         Some(reply)
@@ -532,7 +693,10 @@ fn apply_opts(socket: &mut tcp::Socket, opts: Opts) {
 fn listen_endpoint(addr: SocketAddr) -> IpListenEndpoint {
     let ep = IpListenEndpoint::from(addr);
     // 0.0.0.0 / :: mean "any address", which smoltcp spells as no address.
-    IpListenEndpoint { addr: ep.addr.filter(|a| !a.is_unspecified()), port: ep.port }
+    IpListenEndpoint {
+        addr: ep.addr.filter(|a| !a.is_unspecified()),
+        port: ep.port,
+    }
 }
 
 /// A synchronized connection that went to CLOSED without passing through TIME-WAIT
@@ -547,10 +711,13 @@ fn is_reset(was: State, now: State, local_abort: bool) -> bool {
 
 /// The peer's FIN has been received and everything before it consumed.
 fn at_eof(socket: &tcp::Socket) -> bool {
-    !socket.can_recv() && !socket.may_recv() && !matches!(socket.state(), State::SynSent | State::SynReceived)
+    !socket.can_recv()
+        && !socket.may_recv()
+        && !matches!(socket.state(), State::SynSent | State::SynReceived)
 }
 
-/// Data or EOF to read; a reset is announced by its own event instead.
-fn readable(socket: &tcp::Socket, reset: bool) -> bool {
-    socket.can_recv() || (at_eof(socket) && !reset)
+/// Data or EOF to read; a reset is announced by its own event instead, and a
+/// connect that never completed has nothing to read.
+fn readable(socket: &tcp::Socket, track: &Track) -> bool {
+    socket.can_recv() || (at_eof(socket) && !track.reset && track.synced)
 }

@@ -20,12 +20,15 @@ fn main() {
     let tap_fd = match std::env::var("HALFCLOSE_TAP_FD") {
         Ok(s) => match s.trim().parse::<RawFd>() {
             Ok(fd) => Some(fd),
-            Err(_) => fatal(&format!("HALFCLOSE_TAP_FD={s:?} is not a file descriptor number")),
+            Err(_) => fatal(&format!(
+                "HALFCLOSE_TAP_FD={s:?} is not a file descriptor number"
+            )),
         },
         // Without a TAP the agent still speaks the protocol; `configure` then fails.
         Err(_) => None,
     };
-    let mut stack = Stack::new(tap_fd).unwrap_or_else(|e| fatal(&format!("cannot use the TAP fd: {e}")));
+    let mut stack =
+        Stack::new(tap_fd).unwrap_or_else(|e| fatal(&format!("cannot use the TAP fd: {e}")));
     let mut calls = Calls::new();
     emit(&protocol::hello(stack::TIME_WAIT_MS));
 
@@ -33,7 +36,9 @@ fn main() {
     loop {
         step(&mut stack, &mut calls);
         let timeout = stack.poll_delay().map(|d| d.total_micros().div_ceil(1000));
-        if wait_for_stdin(stack.poll_fd(), timeout) && !read_commands(&mut input, &mut stack, &mut calls) {
+        if wait_for_stdin(stack.poll_fd(), timeout)
+            && !read_commands(&mut input, &mut stack, &mut calls)
+        {
             return; // EOF on stdin or `quit`
         }
     }
@@ -57,8 +62,16 @@ fn step(stack: &mut Stack, calls: &mut Calls) {
 /// deadline (`None` = no deadline). Returns whether stdin is readable.
 fn wait_for_stdin(tap: Option<RawFd>, timeout_ms: Option<u64>) -> bool {
     let mut fds = [
-        libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: tap.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+        libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: tap.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
     let timeout = timeout_ms.map_or(-1, |ms| ms.min(i32::MAX as u64) as i32);
     // A negative fd is ignored by poll(2), which covers "no TAP yet".

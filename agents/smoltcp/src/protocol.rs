@@ -18,7 +18,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(errno: &'static str, message: impl Into<String>) -> Self {
-        Error { errno, message: message.into() }
+        Error {
+            errno,
+            message: message.into(),
+        }
     }
 }
 
@@ -40,26 +43,66 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SockOpt {
     /// SO_LINGER; only `{on: true, secs: 0}` (abortive close) and `on: false` are supported.
-    Linger { on: bool, secs: u64 },
+    Linger {
+        on: bool,
+        secs: u64,
+    },
     NoDelay(bool),
     /// `secs` is the idle time before probing (smoltcp also uses it as the probe interval).
-    KeepAlive { on: bool, secs: u64 },
+    KeepAlive {
+        on: bool,
+        secs: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Configure { mac: [u8; 6], addrs: Vec<(IpAddr, u8)>, routes: Vec<Route> },
-    Socket { family: Family },
-    Bind { fd: Fd, addr: SocketAddr },
-    Listen { fd: Fd, backlog: usize },
-    Accept { fd: Fd },
-    Connect { fd: Fd, addr: SocketAddr },
-    Write { fd: Fd, data: Vec<u8> },
-    Read { fd: Fd, max: usize },
-    Shutdown { fd: Fd, how: String },
-    Close { fd: Fd },
-    SetSockOpt { fd: Fd, opt: SockOpt },
-    State { local: SocketAddr, remote: SocketAddr },
+    Configure {
+        mac: [u8; 6],
+        addrs: Vec<(IpAddr, u8)>,
+        routes: Vec<Route>,
+    },
+    Socket {
+        family: Family,
+    },
+    Bind {
+        fd: Fd,
+        addr: SocketAddr,
+    },
+    Listen {
+        fd: Fd,
+        backlog: usize,
+    },
+    Accept {
+        fd: Fd,
+    },
+    Connect {
+        fd: Fd,
+        addr: SocketAddr,
+    },
+    Write {
+        fd: Fd,
+        data: Vec<u8>,
+    },
+    Read {
+        fd: Fd,
+        max: usize,
+    },
+    Shutdown {
+        fd: Fd,
+        how: String,
+    },
+    Close {
+        fd: Fd,
+    },
+    SetSockOpt {
+        fd: Fd,
+        opt: SockOpt,
+    },
+    State {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
     Quit,
 }
 
@@ -106,10 +149,18 @@ fn parse_command(obj: &Map<String, Value>) -> Result<Command, Error> {
     Ok(match name {
         "configure" => Command::Configure {
             mac: parse_mac(f.str("mac")?)?,
-            addrs: f.array("addrs")?.iter().map(|v| cidr_of(v, "addrs")).collect::<Result<_, _>>()?,
+            addrs: f
+                .array("addrs")?
+                .iter()
+                .map(|v| cidr_of(v, "addrs"))
+                .collect::<Result<_, _>>()?,
             routes: match obj.get("routes") {
                 None | Some(Value::Null) => Vec::new(),
-                Some(_) => f.array("routes")?.iter().map(route_of).collect::<Result<_, _>>()?,
+                Some(_) => f
+                    .array("routes")?
+                    .iter()
+                    .map(route_of)
+                    .collect::<Result<_, _>>()?,
             },
         },
         "socket" => Command::Socket {
@@ -119,19 +170,43 @@ fn parse_command(obj: &Map<String, Value>) -> Result<Command, Error> {
                 _ => return Err(invalid("family", "\"ipv4\" or \"ipv6\"")),
             },
         },
-        "bind" => Command::Bind { fd: f.fd()?, addr: f.sockaddr("addr")? },
-        "listen" => Command::Listen { fd: f.fd()?, backlog: f.opt_uint("backlog")?.unwrap_or(1) as usize },
+        "bind" => Command::Bind {
+            fd: f.fd()?,
+            addr: f.sockaddr("addr")?,
+        },
+        "listen" => Command::Listen {
+            fd: f.fd()?,
+            backlog: f.opt_uint("backlog")?.unwrap_or(1) as usize,
+        },
         "accept" => Command::Accept { fd: f.fd()? },
-        "connect" => Command::Connect { fd: f.fd()?, addr: f.sockaddr("addr")? },
-        "write" => Command::Write { fd: f.fd()?, data: f.hex("data")? },
+        "connect" => Command::Connect {
+            fd: f.fd()?,
+            addr: f.sockaddr("addr")?,
+        },
+        "write" => Command::Write {
+            fd: f.fd()?,
+            data: f.hex("data")?,
+        },
         "read" => Command::Read {
             fd: f.fd()?,
-            max: f.opt_uint("max")?.map(|m| m as usize).unwrap_or(DEFAULT_READ_MAX),
+            max: f
+                .opt_uint("max")?
+                .map(|m| m as usize)
+                .unwrap_or(DEFAULT_READ_MAX),
         },
-        "shutdown" => Command::Shutdown { fd: f.fd()?, how: f.str("how")?.to_string() },
+        "shutdown" => Command::Shutdown {
+            fd: f.fd()?,
+            how: f.str("how")?.to_string(),
+        },
         "close" => Command::Close { fd: f.fd()? },
-        "setsockopt" => Command::SetSockOpt { fd: f.fd()?, opt: parse_sockopt(&f)? },
-        "state" => Command::State { local: f.sockaddr("local")?, remote: f.sockaddr("remote")? },
+        "setsockopt" => Command::SetSockOpt {
+            fd: f.fd()?,
+            opt: parse_sockopt(&f)?,
+        },
+        "state" => Command::State {
+            local: f.sockaddr("local")?,
+            remote: f.sockaddr("remote")?,
+        },
         "quit" => Command::Quit,
         other => return Err(Error::new("ENOSYS", format!("unknown command `{other}`"))),
     })
@@ -139,13 +214,21 @@ fn parse_command(obj: &Map<String, Value>) -> Result<Command, Error> {
 
 fn parse_sockopt(f: &Fields) -> Result<SockOpt, Error> {
     Ok(match f.str("opt")? {
-        "linger" => SockOpt::Linger { on: f.bool("on")?, secs: f.opt_uint("secs")?.unwrap_or(0) },
+        "linger" => SockOpt::Linger {
+            on: f.bool("on")?,
+            secs: f.opt_uint("secs")?.unwrap_or(0),
+        },
         "nodelay" => SockOpt::NoDelay(f.bool("value")?),
         "keepalive" => SockOpt::KeepAlive {
             on: f.bool("value")?,
             secs: f.opt_uint("secs")?.unwrap_or(DEFAULT_KEEPALIVE_SECS),
         },
-        other => return Err(Error::new("ENOSYS", format!("unsupported socket option `{other}`"))),
+        other => {
+            return Err(Error::new(
+                "ENOSYS",
+                format!("unsupported socket option `{other}`"),
+            ))
+        }
     })
 }
 
@@ -158,29 +241,45 @@ struct Fields<'a>(&'a Map<String, Value>);
 
 impl Fields<'_> {
     fn get(&self, name: &str) -> Result<&Value, Error> {
-        self.0.get(name).ok_or_else(|| Error::new("EINVAL", format!("missing field `{name}`")))
+        self.0
+            .get(name)
+            .ok_or_else(|| Error::new("EINVAL", format!("missing field `{name}`")))
     }
     fn str(&self, name: &str) -> Result<&str, Error> {
-        self.get(name)?.as_str().ok_or_else(|| invalid(name, "a string"))
+        self.get(name)?
+            .as_str()
+            .ok_or_else(|| invalid(name, "a string"))
     }
     fn bool(&self, name: &str) -> Result<bool, Error> {
-        self.get(name)?.as_bool().ok_or_else(|| invalid(name, "a boolean"))
+        self.get(name)?
+            .as_bool()
+            .ok_or_else(|| invalid(name, "a boolean"))
     }
     fn array(&self, name: &str) -> Result<&Vec<Value>, Error> {
-        self.get(name)?.as_array().ok_or_else(|| invalid(name, "an array"))
+        self.get(name)?
+            .as_array()
+            .ok_or_else(|| invalid(name, "an array"))
     }
     fn opt_uint(&self, name: &str) -> Result<Option<u64>, Error> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| invalid(name, "a non-negative integer")),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| invalid(name, "a non-negative integer")),
         }
     }
     fn fd(&self) -> Result<Fd, Error> {
-        let v = self.get("fd")?.as_u64().ok_or_else(|| invalid("fd", "a non-negative integer"))?;
+        let v = self
+            .get("fd")?
+            .as_u64()
+            .ok_or_else(|| invalid("fd", "a non-negative integer"))?;
         Fd::try_from(v).map_err(|_| Error::new("EBADF", format!("bad file descriptor {v}")))
     }
     fn sockaddr(&self, name: &str) -> Result<SocketAddr, Error> {
-        self.str(name)?.parse().map_err(|_| invalid(name, "\"ip:port\" (IPv6 as \"[ip]:port\")"))
+        self.str(name)?
+            .parse()
+            .map_err(|_| invalid(name, "\"ip:port\" (IPv6 as \"[ip]:port\")"))
     }
     fn hex(&self, name: &str) -> Result<Vec<u8>, Error> {
         hex_decode(self.str(name)?).ok_or_else(|| invalid(name, "a string of hex digit pairs"))
@@ -188,7 +287,13 @@ impl Fields<'_> {
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], Error> {
-    let byte = |p: &str| if p.len() == 2 { u8::from_str_radix(p, 16).ok() } else { None };
+    let byte = |p: &str| {
+        if p.len() == 2 {
+            u8::from_str_radix(p, 16).ok()
+        } else {
+            None
+        }
+    };
     let bytes: Option<Vec<u8>> = s.split(':').map(byte).collect();
     bytes
         .and_then(|b| <[u8; 6]>::try_from(b).ok())
@@ -204,25 +309,37 @@ fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 }
 
 fn cidr_of(v: &Value, field: &str) -> Result<(IpAddr, u8), Error> {
-    v.as_str().and_then(parse_cidr).ok_or_else(|| invalid(field, "a list of \"ip/prefix\" strings"))
+    v.as_str()
+        .and_then(parse_cidr)
+        .ok_or_else(|| invalid(field, "a list of \"ip/prefix\" strings"))
 }
 
 fn route_of(v: &Value) -> Result<Route, Error> {
-    let obj = v.as_object().ok_or_else(|| invalid("routes", "a list of {\"dst\",\"via\"} objects"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid("routes", "a list of {\"dst\",\"via\"} objects"))?;
     let f = Fields(obj);
-    let via = f.str("via")?.parse().map_err(|_| invalid("via", "an IP address"))?;
+    let via = f
+        .str("via")?
+        .parse()
+        .map_err(|_| invalid("via", "an IP address"))?;
     let dst = match obj.get("dst").and_then(Value::as_str) {
         None | Some("default") => None,
-        Some(s) => Some(parse_cidr(s).ok_or_else(|| invalid("dst", "\"ip/prefix\" or \"default\""))?),
+        Some(s) => {
+            Some(parse_cidr(s).ok_or_else(|| invalid("dst", "\"ip/prefix\" or \"default\""))?)
+        }
     };
     Ok(Route { dst, via })
 }
 
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 pub fn hex_encode(data: &[u8]) -> String {
@@ -253,7 +370,13 @@ pub fn reply_err(id: Option<u64>, err: &Error) -> Value {
     json!({"id": id, "error": err.errno, "message": err.message})
 }
 
-pub fn state_event(local: SocketAddr, remote: SocketAddr, from: &str, to: &str, t_ns: u64) -> Value {
+pub fn state_event(
+    local: SocketAddr,
+    remote: SocketAddr,
+    from: &str,
+    to: &str,
+    t_ns: u64,
+) -> Value {
     json!({"event": "state", "local": local.to_string(), "remote": remote.to_string(),
            "from": from, "to": to, "t_ns": t_ns})
 }
@@ -274,20 +397,57 @@ mod tests {
     fn parses_good_commands() {
         let r = parse_line(r#"{"id":1,"cmd":"configure","mac":"02:00:00:00:00:01","addrs":["192.0.2.1/24","2001:db8::1/64"],"routes":[{"via":"192.0.2.254"}]}"#).unwrap();
         assert_eq!(r.id, 1);
-        let Command::Configure { mac, addrs, routes } = r.cmd else { panic!("not configure") };
+        let Command::Configure { mac, addrs, routes } = r.cmd else {
+            panic!("not configure")
+        };
         assert_eq!(mac, [2, 0, 0, 0, 0, 1]);
         assert_eq!(addrs[1], ("2001:db8::1".parse().unwrap(), 64));
-        assert_eq!(routes, vec![Route { dst: None, via: "192.0.2.254".parse().unwrap() }]);
+        assert_eq!(
+            routes,
+            vec![Route {
+                dst: None,
+                via: "192.0.2.254".parse().unwrap()
+            }]
+        );
 
         let r = parse_line(r#"{"id":7,"cmd":"write","fd":3,"data":"68690a"}"#).unwrap();
-        assert_eq!(r.cmd, Command::Write { fd: 3, data: b"hi\n".to_vec() });
+        assert_eq!(
+            r.cmd,
+            Command::Write {
+                fd: 3,
+                data: b"hi\n".to_vec()
+            }
+        );
         let r = parse_line(r#"{"id":8,"cmd":"bind","fd":3,"addr":"[2001:db8::1]:80"}"#).unwrap();
-        assert_eq!(r.cmd, Command::Bind { fd: 3, addr: "[2001:db8::1]:80".parse().unwrap() });
-        let r = parse_line(r#"{"id":9,"cmd":"setsockopt","fd":4,"opt":"linger","on":true,"secs":0}"#).unwrap();
-        assert_eq!(r.cmd, Command::SetSockOpt { fd: 4, opt: SockOpt::Linger { on: true, secs: 0 } });
+        assert_eq!(
+            r.cmd,
+            Command::Bind {
+                fd: 3,
+                addr: "[2001:db8::1]:80".parse().unwrap()
+            }
+        );
+        let r =
+            parse_line(r#"{"id":9,"cmd":"setsockopt","fd":4,"opt":"linger","on":true,"secs":0}"#)
+                .unwrap();
+        assert_eq!(
+            r.cmd,
+            Command::SetSockOpt {
+                fd: 4,
+                opt: SockOpt::Linger { on: true, secs: 0 }
+            }
+        );
         let r = parse_line(r#"{"id":10,"cmd":"read","fd":4}"#).unwrap();
-        assert_eq!(r.cmd, Command::Read { fd: 4, max: DEFAULT_READ_MAX });
-        assert_eq!(parse_line(r#"{"id":11,"cmd":"quit"}"#).unwrap().cmd, Command::Quit);
+        assert_eq!(
+            r.cmd,
+            Command::Read {
+                fd: 4,
+                max: DEFAULT_READ_MAX
+            }
+        );
+        assert_eq!(
+            parse_line(r#"{"id":11,"cmd":"quit"}"#).unwrap().cmd,
+            Command::Quit
+        );
     }
 
     #[test]
@@ -318,12 +478,20 @@ mod tests {
         assert!(e.error.message.contains("`data`"));
         let e = err_of(r#"{"cmd":"quit"}"#);
         assert_eq!((e.id, e.error.errno), (None, "EINVAL"));
-        assert!(err_of(r#"{"id":1,"cmd":"configure","mac":"zz","addrs":[]}"#).error.message.contains("`mac`"));
+        assert!(
+            err_of(r#"{"id":1,"cmd":"configure","mac":"zz","addrs":[]}"#)
+                .error
+                .message
+                .contains("`mac`")
+        );
     }
 
     #[test]
     fn hex_round_trip() {
-        assert_eq!(hex_decode(&hex_encode(&[0, 1, 0xfe, 0xff])).unwrap(), vec![0, 1, 0xfe, 0xff]);
+        assert_eq!(
+            hex_decode(&hex_encode(&[0, 1, 0xfe, 0xff])).unwrap(),
+            vec![0, 1, 0xfe, 0xff]
+        );
         assert_eq!(hex_decode("0g"), None);
     }
 }

@@ -2,7 +2,9 @@
 //! and the clocks. Everything here is a thin layer over smoltcp's own API.
 
 use crate::protocol::{Error, Route};
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
 use smoltcp::phy::{Medium, TunTapInterface};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
@@ -58,11 +60,12 @@ impl Stack {
         self.iface.as_ref().and(self.tap_fd)
     }
 
-    pub fn is_configured(&self) -> bool {
-        self.iface.is_some()
-    }
-
-    pub fn configure(&mut self, mac: [u8; 6], addrs: &[(IpAddr, u8)], routes: &[Route]) -> Result<(), Error> {
+    pub fn configure(
+        &mut self,
+        mac: [u8; 6],
+        addrs: &[(IpAddr, u8)],
+        routes: &[Route],
+    ) -> Result<(), Error> {
         let now = self.now();
         let device = self
             .device
@@ -71,9 +74,15 @@ impl Stack {
         let mac = EthernetAddress(mac);
         // smoltcp panics on non-unicast addresses; refuse them here instead.
         if !mac.is_unicast() {
-            return Err(Error::new("EINVAL", "field `mac` must be a unicast address"));
+            return Err(Error::new(
+                "EINVAL",
+                "field `mac` must be a unicast address",
+            ));
         }
-        let cidrs = addrs.iter().map(|&(a, len)| to_cidr(a, len)).collect::<Result<Vec<_>, _>>()?;
+        let cidrs = addrs
+            .iter()
+            .map(|&(a, len)| to_cidr(a, len))
+            .collect::<Result<Vec<_>, _>>()?;
         let iface = self.iface.get_or_insert_with(|| {
             let mut config = Config::new(HardwareAddress::Ethernet(mac));
             config.random_seed = random_seed();
@@ -86,7 +95,10 @@ impl Stack {
             full = cidrs.iter().any(|c| list.push(*c).is_err());
         });
         if full {
-            return Err(Error::new("EINVAL", "field `addrs`: more addresses than smoltcp was built for (4)"));
+            return Err(Error::new(
+                "EINVAL",
+                "field `addrs`: more addresses than smoltcp was built for (4)",
+            ));
         }
         set_routes(iface, routes)
     }
@@ -107,13 +119,28 @@ impl Stack {
     }
 
     /// Starts an active open; needs the interface for source-address selection.
-    pub fn connect(&mut self, handle: SocketHandle, remote: IpEndpoint, local: smoltcp::wire::IpListenEndpoint) -> Result<(), Error> {
-        let iface = self.iface.as_mut().ok_or_else(|| Error::new("ENETDOWN", "not configured yet"))?;
+    pub fn connect(
+        &mut self,
+        handle: SocketHandle,
+        remote: IpEndpoint,
+        local: smoltcp::wire::IpListenEndpoint,
+    ) -> Result<(), Error> {
+        let iface = self
+            .iface
+            .as_mut()
+            .ok_or_else(|| Error::new("ENETDOWN", "not configured yet"))?;
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
-        socket.connect(iface.context(), remote, local).map_err(|e| match e {
-            tcp::ConnectError::InvalidState => Error::new("EISCONN", "socket is already connected"),
-            tcp::ConnectError::Unaddressable => Error::new("EADDRNOTAVAIL", "no usable local address for that destination"),
-        })
+        socket
+            .connect(iface.context(), remote, local)
+            .map_err(|e| match e {
+                tcp::ConnectError::InvalidState => {
+                    Error::new("EISCONN", "socket is already connected")
+                }
+                tcp::ConnectError::Unaddressable => Error::new(
+                    "EADDRNOTAVAIL",
+                    "no usable local address for that destination",
+                ),
+            })
     }
 
     pub fn maintain(&mut self) {
@@ -128,7 +155,10 @@ impl Stack {
     pub fn ingress_one(&mut self) -> bool {
         let now = self.now();
         match (self.iface.as_mut(), self.device.as_mut()) {
-            (Some(iface), Some(dev)) => iface.poll_ingress_single(now, dev, &mut self.sockets) != PollIngressSingleResult::None,
+            (Some(iface), Some(dev)) => {
+                iface.poll_ingress_single(now, dev, &mut self.sockets)
+                    != PollIngressSingleResult::None
+            }
             _ => false,
         }
     }
@@ -137,7 +167,9 @@ impl Stack {
     pub fn egress_once(&mut self) -> bool {
         let now = self.now();
         match (self.iface.as_mut(), self.device.as_mut()) {
-            (Some(iface), Some(dev)) => iface.poll_egress(now, dev, &mut self.sockets) == PollResult::SocketStateChanged,
+            (Some(iface), Some(dev)) => {
+                iface.poll_egress(now, dev, &mut self.sockets) == PollResult::SocketStateChanged
+            }
             _ => false,
         }
     }
@@ -183,7 +215,10 @@ pub fn to_sockaddr(ep: IpEndpoint) -> SocketAddr {
 fn to_cidr(addr: IpAddr, len: u8) -> Result<IpCidr, Error> {
     let addr = IpAddress::from(addr);
     if !addr.is_unicast() {
-        return Err(Error::new("EINVAL", format!("field `addrs`: {addr} is not a unicast address")));
+        return Err(Error::new(
+            "EINVAL",
+            format!("field `addrs`: {addr} is not a unicast address"),
+        ));
     }
     Ok(IpCidr::new(addr, len))
 }
@@ -207,7 +242,10 @@ fn set_routes(iface: &mut Interface, routes: &[Route]) -> Result<(), Error> {
         }
     });
     if full {
-        return Err(Error::new("EINVAL", "field `routes`: more routes than smoltcp was built for (2)"));
+        return Err(Error::new(
+            "EINVAL",
+            "field `routes`: more routes than smoltcp was built for (2)",
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,323 @@
+//! The agent on a real TAP device (needs root): the test plays the remote TCP
+//! peer with hand-built frames on an AF_PACKET socket, inside a private network
+//! namespace that only the test thread (and the agent it starts) lives in.
+
+#[allow(dead_code)]
+mod common;
+
+use common::{Agent, TIMEOUT};
+use pnet_base::MacAddr;
+use pnet_packet::arp::{ArpOperations, ArpPacket, MutableArpPacket};
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::{self, Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::tcp::{self, MutableTcpPacket, TcpFlags, TcpPacket};
+use pnet_packet::{MutablePacket, Packet};
+use serde_json::json;
+use std::net::Ipv4Addr;
+use std::os::unix::io::RawFd;
+use std::os::unix::process::CommandExt;
+use std::time::Instant;
+
+const IFNAME: &str = "hctap0";
+const AGENT_MAC: MacAddr = MacAddr(2, 0, 0, 0, 0, 1);
+const PEER_MAC: MacAddr = MacAddr(2, 0, 0, 0, 0, 2);
+const AGENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const AGENT_PORT: u16 = 8080;
+const PEER_PORT: u16 = 40000;
+
+fn check(ret: libc::c_int, what: &str) -> libc::c_int {
+    assert!(ret >= 0, "{what}: {}", std::io::Error::last_os_error());
+    ret
+}
+
+fn ifreq(flags: libc::c_short) -> libc::ifreq {
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(IFNAME.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = flags;
+    req
+}
+
+/// Creates the TAP (IFF_TAP|IFF_NO_PI), silences the kernel's IPv6 on it and brings it up.
+fn create_tap() -> RawFd {
+    unsafe {
+        let fd = check(
+            libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC),
+            "open tun",
+        );
+        let mut req = ifreq((libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short);
+        check(libc::ioctl(fd, libc::TUNSETIFF as _, &mut req), "TUNSETIFF");
+        std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{IFNAME}/disable_ipv6"),
+            "1",
+        )
+        .unwrap();
+        let sock = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0), "socket");
+        let mut req = ifreq(libc::IFF_UP as libc::c_short);
+        check(
+            libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &mut req),
+            "SIOCSIFFLAGS",
+        );
+        libc::close(sock);
+        fd
+    }
+}
+
+/// An AF_PACKET socket bound to the TAP interface: frames sent here reach the agent.
+fn packet_socket() -> RawFd {
+    unsafe {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = check(
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32),
+            "AF_PACKET",
+        );
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = libc::if_nametoindex(c"hctap0".as_ptr()) as i32;
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        check(
+            libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len),
+            "bind AF_PACKET",
+        );
+        fd
+    }
+}
+
+struct Peer {
+    fd: RawFd,
+    /// Our next sequence number and the next one we expect from the agent.
+    snd_nxt: u32,
+    rcv_nxt: u32,
+}
+
+impl Peer {
+    fn send(&self, frame: &[u8]) {
+        let n = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(n, frame.len() as isize, "send frame");
+    }
+
+    /// The next frame from the agent (by source MAC, which skips our own copies).
+    fn recv(&self) -> Vec<u8> {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            let mut pfd = libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                continue;
+            }
+            let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let frame = &buf[..n.max(0) as usize];
+            if EthernetPacket::new(frame).is_some_and(|e| e.get_source() == AGENT_MAC) {
+                return frame.to_vec();
+            }
+        }
+        panic!("no frame from the agent");
+    }
+
+    /// The next TCP segment from the agent, answering ARP requests on the way.
+    fn recv_tcp(&self) -> (u8, u32, u32, Vec<u8>) {
+        loop {
+            let frame = self.recv();
+            let eth = EthernetPacket::new(&frame).unwrap();
+            if eth.get_ethertype() == EtherTypes::Arp {
+                self.answer_arp(&ArpPacket::new(eth.payload()).unwrap());
+                continue;
+            }
+            let ip = Ipv4Packet::new(eth.payload()).unwrap();
+            assert_eq!(ip.get_next_level_protocol(), IpNextHeaderProtocols::Tcp);
+            let seg = TcpPacket::new(ip.payload()).unwrap();
+            assert_eq!(
+                (seg.get_source(), seg.get_destination()),
+                (AGENT_PORT, PEER_PORT)
+            );
+            return (
+                seg.get_flags(),
+                seg.get_sequence(),
+                seg.get_acknowledgement(),
+                seg.payload().to_vec(),
+            );
+        }
+    }
+
+    fn answer_arp(&self, req: &ArpPacket) {
+        assert_eq!(
+            (req.get_operation(), req.get_target_proto_addr()),
+            (ArpOperations::Request, PEER_IP)
+        );
+        let mut frame = [0u8; 42];
+        let mut eth = MutableEthernetPacket::new(&mut frame).unwrap();
+        eth.set_destination(AGENT_MAC);
+        eth.set_source(PEER_MAC);
+        eth.set_ethertype(EtherTypes::Arp);
+        let mut arp = MutableArpPacket::new(eth.payload_mut()).unwrap();
+        arp.set_hardware_type(pnet_packet::arp::ArpHardwareTypes::Ethernet);
+        arp.set_protocol_type(EtherTypes::Ipv4);
+        arp.set_hw_addr_len(6);
+        arp.set_proto_addr_len(4);
+        arp.set_operation(ArpOperations::Reply);
+        arp.set_sender_hw_addr(PEER_MAC);
+        arp.set_sender_proto_addr(PEER_IP);
+        arp.set_target_hw_addr(AGENT_MAC);
+        arp.set_target_proto_addr(AGENT_IP);
+        self.send(&frame);
+    }
+
+    /// Sends one segment; the sequence number advances for SYN, FIN and data.
+    fn send_tcp(&mut self, flags: u8) {
+        const LEN: usize = 14 + 20 + 20;
+        let mut frame = [0u8; LEN];
+        let mut eth = MutableEthernetPacket::new(&mut frame).unwrap();
+        eth.set_destination(AGENT_MAC);
+        eth.set_source(PEER_MAC);
+        eth.set_ethertype(EtherTypes::Ipv4);
+        let mut ip = MutableIpv4Packet::new(eth.payload_mut()).unwrap();
+        ip.set_version(4);
+        ip.set_header_length(5);
+        ip.set_total_length(40);
+        ip.set_ttl(64);
+        ip.set_next_level_protocol(IpNextHeaderProtocols::Tcp);
+        ip.set_source(PEER_IP);
+        ip.set_destination(AGENT_IP);
+        ip.set_checksum(ipv4::checksum(&ip.to_immutable()));
+        let mut seg = MutableTcpPacket::new(ip.payload_mut()).unwrap();
+        seg.set_source(PEER_PORT);
+        seg.set_destination(AGENT_PORT);
+        seg.set_sequence(self.snd_nxt);
+        seg.set_acknowledgement(if flags & TcpFlags::ACK != 0 {
+            self.rcv_nxt
+        } else {
+            0
+        });
+        seg.set_data_offset(5);
+        seg.set_flags(flags);
+        seg.set_window(65535);
+        seg.set_checksum(tcp::ipv4_checksum(&seg.to_immutable(), &PEER_IP, &AGENT_IP));
+        self.send(&frame);
+        if flags & (TcpFlags::SYN | TcpFlags::FIN) != 0 {
+            self.snd_nxt = self.snd_nxt.wrapping_add(1);
+        }
+    }
+}
+
+/// Asks the agent for the connection's state until it is `want` (frames are
+/// processed asynchronously, so a just-sent segment may not have landed yet).
+fn await_state(agent: &mut Agent, want: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    let query = json!({"cmd": "state", "local": "192.0.2.1:8080", "remote": "192.0.2.2:40000"});
+    loop {
+        let state = agent.ok(query.clone())["state"].clone();
+        if state == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "state stuck at {state}, want {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn saw_transition(agent: &Agent, from: &str, to: &str) -> bool {
+    agent.events.iter().any(|e| {
+        e["event"] == "state" && e["from"] == from && e["to"] == to && e["t_ns"].as_u64().is_some()
+    })
+}
+
+fn passive_open_then_active_close() {
+    let tap = create_tap();
+    let mut cmd = Agent::bin();
+    cmd.env("HALFCLOSE_TAP_FD", tap.to_string())
+        .env("HALFCLOSE_TAP_NAME", IFNAME);
+    // The fd was opened close-on-exec so other tests' children don't get it; only the agent does.
+    unsafe {
+        cmd.pre_exec(move || match libc::fcntl(tap, libc::F_SETFD, 0) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let (mut agent, _hello) = Agent::spawn(cmd);
+    unsafe { libc::close(tap) };
+    let mut peer = Peer {
+        fd: packet_socket(),
+        snd_nxt: 1_000_000,
+        rcv_nxt: 0,
+    };
+
+    agent.ok(json!({"cmd": "configure", "mac": "02:00:00:00:00:01", "addrs": ["192.0.2.1/24"]}));
+    let lfd = agent.ok(json!({"cmd": "socket", "family": "ipv4"}));
+    agent.ok(json!({"cmd": "bind", "fd": lfd, "addr": "192.0.2.1:8080"}));
+    agent.ok(json!({"cmd": "listen", "fd": lfd, "backlog": 1}));
+    let accept = agent.send(json!({"cmd": "accept", "fd": lfd}));
+
+    // Handshake: SYN, expect SYN-ACK acknowledging it, ACK it.
+    peer.send_tcp(TcpFlags::SYN);
+    let (flags, seq, ack, _) = peer.recv_tcp();
+    assert_eq!(flags, TcpFlags::SYN | TcpFlags::ACK);
+    assert_eq!(ack, peer.snd_nxt);
+    peer.rcv_nxt = seq.wrapping_add(1);
+    peer.send_tcp(TcpFlags::ACK);
+
+    let reply = agent.reply(accept);
+    let cfd = reply["ok"].clone();
+    assert!(cfd.as_u64().is_some() && cfd != lfd, "accept: {reply}");
+    await_state(&mut agent, "ESTABLISHED");
+    assert!(
+        saw_transition(&agent, "CLOSED", "SYN_RECV"),
+        "{:?}",
+        agent.events
+    );
+    assert!(
+        saw_transition(&agent, "SYN_RECV", "ESTABLISHED"),
+        "{:?}",
+        agent.events
+    );
+
+    // Active close: close() sends a FIN.
+    agent.ok(json!({"cmd": "close", "fd": cfd}));
+    let (flags, seq, _, data) = peer.recv_tcp();
+    assert_eq!(flags & TcpFlags::FIN, TcpFlags::FIN, "flags {flags:#x}");
+    assert!(data.is_empty());
+    assert_eq!(seq, peer.rcv_nxt);
+    peer.rcv_nxt = peer.rcv_nxt.wrapping_add(1);
+    assert_eq!(agent.err(json!({"cmd": "read", "fd": cfd})), "EBADF");
+
+    // The orphan goes on: ACK the FIN, then send ours; it must ACK and sit in TIME_WAIT.
+    peer.send_tcp(TcpFlags::ACK);
+    await_state(&mut agent, "FIN_WAIT_2");
+    peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+    let (flags, _, ack, _) = peer.recv_tcp();
+    assert_eq!((flags, ack), (TcpFlags::ACK, peer.snd_nxt));
+    await_state(&mut agent, "TIME_WAIT");
+    assert!(saw_transition(&agent, "ESTABLISHED", "FIN_WAIT_1"));
+    assert!(saw_transition(&agent, "FIN_WAIT_2", "TIME_WAIT"));
+
+    assert!(agent.quit().success());
+    unsafe { libc::close(peer.fd) };
+}
+
+#[test]
+fn tcp_handshake_and_close_on_a_real_tap() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a network namespace and a TAP device");
+        return;
+    }
+    // unshare(CLONE_NEWNET) affects only the calling thread, so do it on a fresh
+    // one: the namespace (and the TAP in it) vanish when it and the agent are gone.
+    std::thread::spawn(|| {
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            "unshare(CLONE_NEWNET)",
+        );
+        passive_open_then_active_close();
+    })
+    .join()
+    .expect("test thread panicked");
+}
