@@ -22,6 +22,7 @@ pub mod script;
 pub mod suite;
 pub mod sut;
 pub mod topology;
+pub mod tracepoint;
 pub mod wire;
 
 use std::fmt;

@@ -7,6 +7,7 @@
 //! of one connection: ISNs, SND.NXT/RCV.NXT for relative numbers, and the timestamp echo.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,17 @@ pub struct Link {
     arrivals: Receiver<Arrival>,
     ready: Receiver<()>,
     capture: Arc<Mutex<Capture>>,
+    /// The addresses the peer plays in this trial.
+    peer_v4: Ipv4Addr,
+    peer_v6: Ipv6Addr,
+}
+
+/// The trial's peer addresses, both families.
+fn peer_addrs(topo: &Topology) -> (Ipv4Addr, Ipv6Addr) {
+    match (topo.peer_ip(Family::V4), topo.peer_ip(Family::V6)) {
+        (IpAddr::V4(a), IpAddr::V6(b)) => (a, b),
+        _ => unreachable!("peer_ip gives the family asked for"),
+    }
 }
 
 impl Link {
@@ -58,11 +70,14 @@ impl Link {
         let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?);
         let (tx, arrivals) = mpsc::channel();
         let (ready_tx, ready) = mpsc::channel();
+        let (peer_v4, peer_v6) = peer_addrs(topo);
         let responder = Responder {
             sock: sock.clone(),
             capture: capture.clone(),
             tx,
             ready: ready_tx,
+            peer_v4,
+            peer_v6,
         };
         let stop2 = stop.clone();
         let rx = std::thread::Builder::new()
@@ -75,6 +90,8 @@ impl Link {
             arrivals,
             ready,
             capture,
+            peer_v4,
+            peer_v6,
         })
     }
 
@@ -88,10 +105,10 @@ impl Link {
         const GIVE_UP: Duration = Duration::from_secs(2);
         let probe = match family {
             Family::V4 => {
-                wire::emit_arp_request(topology::PEER_MAC, topology::PEER_V4, topology::SUT_V4)
+                wire::emit_arp_request(topology::PEER_MAC, self.peer_v4, topology::SUT_V4)
             }
             Family::V6 => {
-                wire::emit_neighbor_solicit(topology::PEER_MAC, topology::PEER_V6, topology::SUT_V6)
+                wire::emit_neighbor_solicit(topology::PEER_MAC, self.peer_v6, topology::SUT_V6)
             }
         };
         let until = Instant::now() + GIVE_UP;
@@ -248,6 +265,8 @@ struct Responder {
     tx: mpsc::Sender<Arrival>,
     /// Told when the SUT answers a readiness probe.
     ready: mpsc::Sender<()>,
+    peer_v4: Ipv4Addr,
+    peer_v6: Ipv6Addr,
 }
 
 impl Responder {
@@ -324,15 +343,14 @@ impl Responder {
         &self,
         frame: &Frame,
     ) -> (String, Option<Vec<u8>>, Option<(Endpoints, TcpRepr, bool)>) {
-        let peer_v4 = topology::PEER_V4;
-        let peer_v6 = topology::PEER_V6;
+        let (peer_v4, peer_v6) = (self.peer_v4, self.peer_v6);
         match frame {
             Frame::Tcp {
                 ep,
                 tcp,
                 checksum_ok,
                 ..
-            } if ep.dst == topology::peer_ip(family_of(ep)) => (
+            } if ep.dst == peer_v4 || ep.dst == peer_v6 => (
                 "SUT segment (not yet matched)".into(),
                 None,
                 Some((*ep, tcp.clone(), *checksum_ok)),
@@ -398,14 +416,6 @@ impl Responder {
             }
             Frame::Other { summary } => (format!("ignored: {summary}"), None, None),
         }
-    }
-}
-
-fn family_of(ep: &Endpoints) -> Family {
-    if ep.dst.is_ipv4() {
-        Family::V4
-    } else {
-        Family::V6
     }
 }
 
@@ -476,9 +486,14 @@ impl PeerConn {
         tcp.src_port == self.sut_port && tcp.dst_port == self.peer_port
     }
 
-    pub fn new(cfg: PeerConfig, family: Family, peer_port: u16, sut_port: u16) -> PeerConn {
+    pub fn new(
+        cfg: PeerConfig,
+        family: Family,
+        peer_ip: IpAddr,
+        (peer_port, sut_port): (u16, u16),
+    ) -> PeerConn {
         let ep = Endpoints {
-            src: topology::peer_ip(family),
+            src: peer_ip,
             dst: topology::sut_ip(family),
         };
         PeerConn {

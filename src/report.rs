@@ -25,6 +25,8 @@ pub struct Record {
     pub seconds: f64,
     pub failure: Option<String>,
     pub states: Vec<String>,
+    /// Where the state trace came from: the tracepoint or samples (and why).
+    pub states_source: String,
     pub pcap: Option<String>,
     /// The reason from the stack's expectations, when the trial is a known deviation.
     pub deviation: Option<String>,
@@ -40,6 +42,7 @@ impl Record {
             seconds: v.elapsed.as_secs_f64(),
             failure: v.failure_text(),
             states: v.trace.names().iter().map(|s| s.to_string()).collect(),
+            states_source: v.trace.source.to_string(),
             pcap: v.pcap.as_ref().map(|p| p.display().to_string()),
             deviation: None,
             measurements: v.measurements.clone(),
@@ -123,7 +126,7 @@ pub fn json(records: &[Record]) -> String {
         .map(|r| {
             serde_json::json!({
                 "name": r.name, "file": r.file, "passed": r.passed, "seconds": r.seconds,
-                "failure": r.failure, "states": r.states, "pcap": r.pcap, "deviation": r.deviation, "measurements": r.measurements,
+                "failure": r.failure, "states": r.states, "states_source": r.states_source, "pcap": r.pcap, "deviation": r.deviation, "measurements": r.measurements,
             })
         })
         .collect();

@@ -18,6 +18,7 @@ use crate::script::values::show_duration;
 use crate::script::{Action, Call, PeerConfig, Scenario, Step, Window, DEFAULT_CONN};
 use crate::sut::KernelSut;
 use crate::topology::{self, Topology};
+use crate::tracepoint::Transitions;
 use crate::Family;
 
 mod calls;
@@ -69,7 +70,12 @@ impl Verdict {
         for (k, v) in &f.details {
             out.push_str(&format!("\n  {k:<9} {v}"));
         }
-        out.push_str(&format!("\n  {:<9} {}", "states:", self.trace));
+        out.push_str(&format!(
+            "\n  {:<9} {}  [{}]",
+            "states:",
+            self.trace,
+            self.trace.source.short()
+        ));
         match &self.pcap {
             Some(p) => out.push_str(&format!("\n  {:<9} {}", "capture:", p.display())),
             None => out.push_str(&format!("\n  {:<9} (not written)", "capture:")),
@@ -145,7 +151,7 @@ fn annotate(
         None => c.add_note("verdict: passed".into()),
         Some(f) => c.add_note(format!("verdict: FAILED at {}", f.heading)),
     }
-    c.add_note(format!("states: {}", trace.timeline()));
+    c.add_note(format!("states ({}): {}", trace.source, trace.timeline()));
     for m in measurements {
         c.add_note(format!("measured: {m}"));
     }
@@ -179,6 +185,14 @@ fn execute(
         .run_in_sut(Observer::new)
         .map_err(|e| setup_failure("observer", e))?
         .map_err(|e| setup_failure("sock_diag", e))?;
+    // Before the first packet, so the handshake's transitions are seen too.
+    let transitions = match Transitions::open(family, topo.peer_ip(family), sc.setup.peer_port) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            trace.source = trace::Source::SampledBecause(why);
+            None
+        }
+    };
     let link = Link::start(&topo, capture).map_err(|e| setup_failure("packet socket", e))?;
     link.wait_ready(family)
         .map_err(|e| setup_failure("link", e))?;
@@ -193,7 +207,7 @@ fn execute(
             };
             (
                 d.name.clone(),
-                PeerConn::new(cfg, family, d.peer_port, d.sut_port),
+                PeerConn::new(cfg, family, topo.peer_ip(family), (d.peer_port, d.sut_port)),
             )
         })
         .collect();
@@ -213,6 +227,7 @@ fn execute(
         read_offsets: HashMap::new(),
         step_no: 0,
         profile: &timing::TimerProfile::LINUX,
+        transitions,
     };
     let result = run.steps().and_then(|()| run.final_quiet());
     run.finish();
@@ -258,6 +273,8 @@ struct Run<'a> {
     step_no: usize,
     /// The SUT stack's timers: where every derived window comes from.
     profile: &'static timing::TimerProfile,
+    /// Every state change, when the tracepoint could be opened.
+    transitions: Option<Transitions>,
 }
 
 impl Run<'_> {
@@ -279,6 +296,7 @@ impl Run<'_> {
             Action::Send(spec) => self.send(step, spec),
             Action::Expect(spec) => self.expect(step, spec),
             Action::Quiet(d) => self.quiet(step, *d),
+            Action::Transitions(want) => self.transitions_so_far(step, want),
             Action::Wait(d) => {
                 std::thread::sleep(*d);
                 Ok(())
@@ -438,6 +456,22 @@ impl Run<'_> {
         }
     }
 
+    /// Folds the tracepoint's changes of `conn` into the trace, when there is a tracepoint.
+    fn update_exact_trace(&mut self) {
+        let sut_port = self.conn(DEFAULT_CONN).sut_port;
+        let Some(t) = self.transitions.as_mut() else {
+            return;
+        };
+        let changes: Vec<_> = t
+            .changes()
+            .iter()
+            .filter(|c| c.sport == sut_port)
+            .copied()
+            .collect();
+        let lost = t.lost();
+        self.trace.use_changes(&changes, lost);
+    }
+
     /// After the last step: nothing more may arrive for the closing quiet period, and nothing
     /// unclaimed may be left in the queue.
     fn final_quiet(&mut self) -> Result<(), Failure> {
@@ -462,6 +496,8 @@ impl Run<'_> {
                 format!("UNEXPECTED (after the trial had failed or ended): {actual}"),
             );
         }
+        self.sample();
+        self.update_exact_trace();
         self.sut.close_all();
     }
 }

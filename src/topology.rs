@@ -116,12 +116,23 @@ pub fn sut_ip(family: Family) -> IpAddr {
     }
 }
 
-/// The address the harness plays for a family.
-pub fn peer_ip(family: Family) -> IpAddr {
+/// The address the harness plays for a family: 192.0.2.`host` / 2001:db8::`host`. Each trial
+/// has its own `host` (see [`Topology::peer_host`]), because system-wide observers such as the
+/// state tracepoint cannot tell namespaces apart; `PEER_V4`/`PEER_V6` are host 2.
+pub fn peer_ip(family: Family, host: u8) -> IpAddr {
     match family {
-        Family::V4 => PEER_V4.into(),
-        Family::V6 => PEER_V6.into(),
+        Family::V4 => Ipv4Addr::new(192, 0, 2, host).into(),
+        Family::V6 => Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, host as u16).into(),
     }
+}
+
+/// A peer host number for a new trial, 2..=254, rotating so that trials running at the same
+/// time differ (in this process; the pid spreads concurrent processes such as nextest's).
+fn next_peer_host() -> u8 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id().wrapping_mul(37);
+    (2 + n % 253) as u8
 }
 
 /// The prefix length of the trial subnet for a family.
@@ -235,6 +246,8 @@ impl std::error::Error for TopologyError {
 pub struct Topology {
     sut_ns: OwnedFd,
     peer_ns: OwnedFd,
+    /// The last byte of the peer's address in this trial.
+    peer_host: u8,
 }
 
 impl Topology {
@@ -253,6 +266,16 @@ impl Topology {
         let topology = on_thread("hc-setup", None, || build(sut_sysctls))??;
         tracing::debug!(elapsed = ?started.elapsed(), "topology created");
         Ok(topology)
+    }
+
+    /// The last byte of the address the peer plays in this trial.
+    pub fn peer_host(&self) -> u8 {
+        self.peer_host
+    }
+
+    /// The address the peer plays in this trial.
+    pub fn peer_ip(&self, family: Family) -> IpAddr {
+        peer_ip(family, self.peer_host)
     }
 
     /// The ifindex of `hc-sut` inside the SUT namespace.
@@ -480,7 +503,11 @@ fn build(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
             })?
             .map(|_| ())
     })?;
-    Ok(Topology { sut_ns, peer_ns })
+    Ok(Topology {
+        sut_ns,
+        peer_ns,
+        peer_host: next_peer_host(),
+    })
 }
 
 /// A route netlink connection in the namespace of the thread that opened it, subscribed to

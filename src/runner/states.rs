@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use super::trace::Source;
 use super::{deadline_of, matching, noise, offset_text, Failure, Run};
 use crate::observe::{SockInfo, TcpState};
 use crate::script::values::show_duration;
@@ -207,5 +208,42 @@ impl Run<'_> {
             format!("{} ends {}", state.name(), matching::show_window(w)),
             actual,
         )
+    }
+}
+
+impl Run<'_> {
+    /// `transitions: [...]`: the whole state sequence of `conn` so far. With the tracepoint the
+    /// sequence must be exactly this; from samples alone (which can miss a short state) what
+    /// was seen must appear in it in order, and the message says which source it checked.
+    pub(super) fn transitions_so_far(
+        &mut self,
+        step: &Step,
+        want: &[Option<TcpState>],
+    ) -> Result<(), Failure> {
+        self.sample();
+        self.update_exact_trace();
+        let got: Vec<Option<TcpState>> = self.trace.states.iter().map(|(_, s)| *s).collect();
+        let exact = self.trace.source == Source::Tracepoint;
+        let ok = if exact {
+            got == want
+        } else {
+            let mut it = want.iter();
+            got.iter().all(|g| it.any(|w| w == g))
+        };
+        if ok {
+            return Ok(());
+        }
+        let show_all = |v: &[Option<TcpState>]| {
+            v.iter()
+                .map(|s| s.map_or("CLOSED", |s| s.name()))
+                .collect::<Vec<_>>()
+                .join(" → ")
+        };
+        Err(self.mismatch(
+            step,
+            "transitions".to_string(),
+            show_all(want),
+            format!("{}  ({})", show_all(&got), self.trace.source),
+        ))
     }
 }

@@ -218,6 +218,8 @@ pub enum Action {
         conn: String,
     },
     Wait(Duration),
+    /// The connection's whole state sequence so far (`conn` only); CLOSED = no socket.
+    Transitions(Vec<Option<TcpState>>),
 }
 
 /// A `state` step: the connection's state now and, optionally, its timer.
@@ -739,13 +741,14 @@ fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Option<Step>, ScriptError
         r.wait.is_some(),
         r.leave.is_some(),
         r.transfer.is_some(),
+        r.transitions.is_some(),
     ];
     match actions.iter().filter(|a| **a).count() {
         1 => {}
         0 => {
             return Err(cx.at(
                 s,
-                "a step needs one action: send, expect, quiet, call, await, state, leave, transfer or wait",
+                "a step needs one action: send, expect, quiet, call, await, state, leave, transfer, transitions or wait",
             ))
         }
         _ => {
@@ -845,6 +848,20 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
     }
     if let Some(l) = &r.leave {
         return lower_leave(cx, l);
+    }
+    if let Some(t) = &r.transitions {
+        if t.value.is_empty() {
+            return Err(cx.at(
+                t,
+                "`transitions` lists the states in order, like [ESTABLISHED, FIN_WAIT_1]",
+            ));
+        }
+        let states = t
+            .value
+            .iter()
+            .map(|s| parse_state(cx, s, &s.value))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Action::Transitions(states));
     }
     if let Some(t) = &r.transfer {
         let conn = check_conn(cx, t, t.value.conn.as_deref())?;

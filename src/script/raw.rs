@@ -96,6 +96,8 @@ pub struct RawStep {
     pub leave: Option<Spanned<RawLeave>>,
     pub transfer: Option<Spanned<RawTransfer>>,
     pub wait: Option<Spanned<Dur>>,
+    /// `transitions: [SYN_RECV, ESTABLISHED, …]`: the connection's whole state sequence so far.
+    pub transitions: Option<Spanned<Vec<Spanned<String>>>>,
     /// Names the step's moment so later steps can measure from it (`since:`).
     pub name: Option<Spanned<String>>,
     /// Matrix combinations the step belongs to.
