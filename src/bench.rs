@@ -4,7 +4,7 @@
 //! processes, the kernel's deferred namespace cleanup) shows in the p99, so both are printed.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::cli::{usage_error, EXIT_FAILED, EXIT_OK};
 use crate::runner::{self, TrialConfig};
@@ -38,13 +38,35 @@ impl Stats {
     }
 }
 
+/// What `bench` measures, each optional so a quick run can skip the suite.
+struct Figures {
+    runs: usize,
+    overhead: Stats,
+    trial: Stats,
+    /// Microseconds, so the Stats fields here are µs, not ms.
+    inject: Stats,
+    suite: Option<SuiteRun>,
+    fast_suite: Option<SuiteRun>,
+}
+
+/// One whole `halfclose run` of the suite, as a child process.
+#[derive(Clone, Copy, Debug)]
+struct SuiteRun {
+    wall_s: f64,
+    cpu_s: f64,
+    peak_rss_mb: f64,
+    passed: bool,
+}
+
 pub fn cmd(args: &[String]) -> i32 {
     let mut runs = 100usize;
     let mut json = false;
+    let mut suite = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = true,
+            "--no-suite" => suite = false,
             "--runs" => match it.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0) {
                 Some(n) => runs = n,
                 None => return usage_error("--runs needs a positive number"),
@@ -52,9 +74,9 @@ pub fn cmd(args: &[String]) -> i32 {
             other => return usage_error(&format!("bench: unknown option `{other}`")),
         }
     }
-    match measure(runs) {
-        Ok((overhead, trial)) => {
-            print_figures(runs, &overhead, &trial, json);
+    match measure(runs, suite) {
+        Ok(f) => {
+            print_figures(&f, json);
             EXIT_OK
         }
         Err(e) => {
@@ -64,10 +86,123 @@ pub fn cmd(args: &[String]) -> i32 {
     }
 }
 
-fn measure(runs: usize) -> Result<(Stats, Stats), String> {
+fn measure(runs: usize, suite: bool) -> Result<Figures, String> {
     let overhead = topology_overhead(runs)?;
     let trial = active_close_trial(runs)?;
-    Ok((overhead, trial))
+    let inject = injection_error(runs.max(200))?;
+    let (suite, fast_suite) = if suite && Path::new("suites").is_dir() {
+        (Some(suite_run(false)?), Some(suite_run(true)?))
+    } else {
+        (None, None)
+    };
+    Ok(Figures {
+        runs,
+        overhead,
+        trial,
+        inject,
+        suite,
+        fast_suite,
+    })
+}
+
+/// How far from its scheduled time a peer frame reaches the SUT's interface: the runner's
+/// sleep-then-spin, the send, the veth, against the kernel's receive timestamp on the SUT
+/// side. In microseconds, absolute.
+fn injection_error(runs: usize) -> Result<Stats, String> {
+    use std::sync::{Arc, Mutex};
+    let topo = Topology::create(&[]).map_err(|e| e.to_string())?;
+    let capture = Arc::new(Mutex::new(crate::capture::Capture::new("bench", "bench")));
+    let link = crate::peer::Link::start(&topo, capture).map_err(|e| e.to_string())?;
+    let ifindex = topo.sut_ifindex();
+    let sut_sock = topo
+        .run_in_sut(move || crate::peer::open_packet_socket(ifindex))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    // A frame of a local experimental EtherType: the SUT's kernel lets it be.
+    let mut frame = vec![0u8; 60];
+    frame[..6].copy_from_slice(&crate::topology::SUT_MAC);
+    frame[6..12].copy_from_slice(&crate::topology::PEER_MAC);
+    frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    let mut samples = Vec::with_capacity(runs);
+    let mut buf = vec![0u8; 2048];
+    for i in 0..runs {
+        // Varied lead times, as scripts use them (a delay from the previous event).
+        let target = SystemTime::now() + Duration::from_micros(2000 + (i as u64 % 7) * 1000);
+        runner::sleep_until(target);
+        link.send(frame.clone(), String::new())
+            .map_err(|e| e.to_string())?;
+        let got = loop {
+            let (at, n) = recv_with_timeout(&sut_sock, &mut buf)?;
+            if n >= 14 && buf[12..14] == [0x88, 0xb5] {
+                break at;
+            }
+        };
+        let err = match got.duration_since(target) {
+            Ok(d) => d,
+            Err(e) => e.duration(),
+        };
+        samples.push(err);
+    }
+    let ms = Stats::of(&mut samples);
+    // Stats are in ms; report µs.
+    Ok(Stats {
+        p50: ms.p50 * 1e3,
+        p99: ms.p99 * 1e3,
+        min: ms.min * 1e3,
+        max: ms.max * 1e3,
+    })
+}
+
+fn recv_with_timeout(
+    sock: &std::os::fd::OwnedFd,
+    buf: &mut [u8],
+) -> Result<(SystemTime, usize), String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::from(1000u16)) {
+        Ok(n) if n > 0 => crate::peer::recv_timestamped(
+            sock.as_raw_fd(),
+            buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        )
+        .ok_or_else(|| "recvmsg failed".to_string()),
+        _ => Err("the injected frame never reached the SUT interface".into()),
+    }
+}
+
+/// The suite under suites/, run by this binary as a child (`run`, `--fast` or not), with the
+/// child's CPU time and peak RSS from wait4's rusage.
+fn suite_run(fast: bool) -> Result<SuiteRun, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = scratch_dir();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["run", "--format", "terse", "--pcap-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if fast {
+        cmd.arg("--fast");
+    }
+    let t = Instant::now();
+    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data written by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child; pointers are valid.
+    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall_s = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    if rc < 0 {
+        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+    }
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    Ok(SuiteRun {
+        wall_s,
+        cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        passed: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    })
 }
 
 /// Namespaces and veth up and down, no script.
@@ -109,24 +244,45 @@ fn scratch_dir() -> PathBuf {
     std::env::temp_dir().join(format!("halfclose-bench-{}", std::process::id()))
 }
 
-fn print_figures(runs: usize, overhead: &Stats, trial: &Stats, json: bool) {
+fn print_figures(f: &Figures, json: bool) {
     if json {
+        let suite = |r: Option<SuiteRun>, key: fn(&SuiteRun) -> f64| r.as_ref().map(key);
         let v = serde_json::json!({
-            "runs": runs,
-            "trial_overhead_ms": { "p50": overhead.p50, "p99": overhead.p99 },
-            "active_close_trial_ms": { "p50": trial.p50, "p99": trial.p99 },
+            "runs": f.runs,
+            "trial_overhead_ms": { "p50": f.overhead.p50, "p99": f.overhead.p99 },
+            "active_close_trial_ms": { "p50": f.trial.p50, "p99": f.trial.p99 },
+            "inject_error_us": { "p50": f.inject.p50, "p99": f.inject.p99 },
+            "suite_wall_s": suite(f.suite, |r| r.wall_s),
+            "suite_cpu_s": suite(f.suite, |r| r.cpu_s),
+            "peak_rss_mb": suite(f.suite, |r| r.peak_rss_mb),
+            "suite_passed": f.suite.map(|r| r.passed),
+            "fast_suite_wall_s": suite(f.fast_suite, |r| r.wall_s),
+            "fast_suite_cpu_s": suite(f.fast_suite, |r| r.cpu_s),
         });
         println!("{v}");
         return;
     }
-    println!("halfclose bench: {runs} runs each, wall-clock time");
-    for (what, s) in [
-        ("trial overhead (netns + veth up/down)", overhead),
-        ("active-close trial (A1, ipv4)", trial),
+    println!("halfclose bench: {} runs each, wall-clock time", f.runs);
+    for (what, s, unit) in [
+        ("trial overhead (netns + veth up/down)", &f.overhead, "ms"),
+        ("active-close trial (A1, ipv4)", &f.trial, "ms"),
+        ("injection error (vs SUT rx timestamp)", &f.inject, "µs"),
     ] {
         println!(
-            "  {what:<40} median {:>7.2} ms  p99 {:>7.2} ms  (min {:.2}, max {:.2})",
+            "  {what:<40} median {:>7.2} {unit}  p99 {:>7.2} {unit}  (min {:.2}, max {:.2})",
             s.p50, s.p99, s.min, s.max
         );
+    }
+    for (what, r) in [("suite", f.suite), ("suite --fast", f.fast_suite)] {
+        match r {
+            Some(r) => println!(
+                "  {what:<40} wall {:>6.1} s   cpu {:>5.1} s   peak RSS {:.0} MB   {}",
+                r.wall_s,
+                r.cpu_s,
+                r.peak_rss_mb,
+                if r.passed { "all passed" } else { "FAILURES" }
+            ),
+            None => println!("  {what:<40} not run (--no-suite, or no suites/ here)"),
+        }
     }
 }

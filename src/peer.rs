@@ -197,7 +197,7 @@ impl Drop for Link {
 }
 
 /// AF_PACKET/SOCK_RAW bound to the peer interface; must run inside the peer netns.
-fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
+pub fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     let proto = (libc::ETH_P_ALL as u16).to_be();
     // Protocol 0 at socket() and ETH_P_ALL at bind(): a socket made with a protocol is hooked
     // to every interface at once, and moving the hook at bind() waits for an RCU grace period
@@ -230,6 +230,24 @@ fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(sock)
+}
+
+/// One frame from a packet socket made by [`open_packet_socket`], with the kernel's receive
+/// timestamp (the time now if the kernel gave none).
+pub fn recv_timestamped(fd: RawFd, buf: &mut [u8], flags: MsgFlags) -> Option<(SystemTime, usize)> {
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), flags).ok()?;
+    let mut at = SystemTime::now();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                at =
+                    SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
+            }
+        }
+    }
+    Some((at, msg.bytes))
 }
 
 fn set_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -294,19 +312,7 @@ impl Responder {
     }
 
     fn recv(&self, buf: &mut [u8], flags: MsgFlags) -> Option<(SystemTime, usize)> {
-        let mut iov = [io::IoSliceMut::new(buf)];
-        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-        let msg = recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags).ok()?;
-        let mut at = SystemTime::now();
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                    at = SystemTime::UNIX_EPOCH
-                        + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32);
-                }
-            }
-        }
-        Some((at, msg.bytes))
+        recv_timestamped(self.sock.as_raw_fd(), buf, flags)
     }
 
     fn handle(&self, at: SystemTime, data: &[u8]) {

@@ -512,7 +512,7 @@ fn deadline_of(at: SystemTime) -> Instant {
 
 /// Sleeps until a wall-clock moment: a coarse sleep, then a short spin for the last stretch,
 /// since a plain sleep overshoots by up to a millisecond under load.
-fn sleep_until(at: SystemTime) {
+pub fn sleep_until(at: SystemTime) {
     const SPIN: Duration = Duration::from_micros(300);
     if let Ok(d) = at.duration_since(SystemTime::now()) {
         if d > SPIN {
