@@ -233,6 +233,7 @@ impl Transitions {
     /// Starts watching; Err says why the tracepoint is not available (then the runner samples).
     pub fn open(family: Family, peer: IpAddr, peer_port: u16) -> Result<Transitions, String> {
         let layout = layout().ok_or("the sock:inet_sock_set_state tracepoint is not readable")?;
+        keep_registered(&layout)?;
         let cpus = online_cpus();
         let mut rings = Vec::with_capacity(cpus.len());
         for cpu in cpus {
@@ -314,6 +315,22 @@ impl Transitions {
     }
 }
 
+/// The kernel hooks the tracepoint when its first perf event is made and unhooks it, waiting
+/// for an RCU grace period (tens of ms), when the last one goes. One disabled event held for
+/// the life of the process keeps it hooked, so opening and closing per trial stays cheap.
+fn keep_registered(layout: &Layout) -> Result<(), String> {
+    static KEEPER: OnceLock<Result<std::sync::Mutex<Ring>, String>> = OnceLock::new();
+    KEEPER
+        .get_or_init(|| {
+            open_event(layout, 0, None)
+                .map(std::sync::Mutex::new)
+                .map_err(|e| format!("perf_event_open: {e}"))
+        })
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| e.clone())
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -339,6 +356,16 @@ fn online_cpus() -> Vec<i32> {
 }
 
 fn open_ring(layout: &Layout, cpu: i32, peer_port: u16) -> io::Result<Ring> {
+    let ring = open_event(layout, cpu, Some(peer_port))?;
+    // SAFETY: plain ioctl on our descriptor.
+    if unsafe { libc::ioctl(ring._fd.as_raw_fd(), IOC_ENABLE, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ring)
+}
+
+/// A disabled event on one CPU with its ring buffer; `peer_port` sets the kernel-side filter.
+fn open_event(layout: &Layout, cpu: i32, peer_port: Option<u16>) -> io::Result<Ring> {
     let attr = PerfEventAttr {
         kind: PERF_TYPE_TRACEPOINT,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -367,10 +394,12 @@ fn open_ring(layout: &Layout, cpu: i32, peer_port: u16) -> io::Result<Ring> {
     // SAFETY: a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     // The kernel drops other sockets' events before they reach the ring.
-    let filter = CString::new(format!("dport == {peer_port}")).expect("no NUL");
-    // SAFETY: the filter is a NUL-terminated string that outlives the call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), IOC_SET_FILTER, filter.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
+    if let Some(port) = peer_port {
+        let filter = CString::new(format!("dport == {port}")).expect("no NUL");
+        // SAFETY: the filter is a NUL-terminated string that outlives the call.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), IOC_SET_FILTER, filter.as_ptr()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     // SAFETY: sysconf has no memory effects.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
@@ -389,17 +418,12 @@ fn open_ring(layout: &Layout, cpu: i32, peer_port: u16) -> io::Result<Ring> {
     if base == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let ring = Ring {
+    Ok(Ring {
         _fd: fd,
         base: base as *mut u8,
         len,
         page,
-    };
-    // SAFETY: plain ioctl on our descriptor.
-    if unsafe { libc::ioctl(ring._fd.as_raw_fd(), IOC_ENABLE, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(ring)
+    })
 }
 
 enum Record {
