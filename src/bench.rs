@@ -224,6 +224,7 @@ fn active_close_trial(runs: usize) -> Result<Stats, String> {
     let dir = scratch_dir();
     let cfg = TrialConfig {
         pcap_dir: dir.clone(),
+        stack: Default::default(),
     };
     let mut samples = Vec::with_capacity(runs);
     let mut result = Ok(());

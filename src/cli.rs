@@ -172,6 +172,7 @@ fn cmd_run(args: &[String]) -> i32 {
     let records: Records = Arc::new(Mutex::new(Vec::new()));
     let cfg = TrialConfig {
         pcap_dir: opts.pcap_dir.clone(),
+        stack: Default::default(),
     };
     let expected = match load_expectations(&opts) {
         Ok(e) => e,

@@ -7,6 +7,7 @@
 //! socket states with [`observe`], records every frame in [`capture`], and hands a verdict to
 //! [`report`], which turns scenarios into libtest-mimic trials.
 
+pub mod agent;
 pub mod bench;
 pub mod capture;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod expectations;
 pub mod observe;
 pub mod peer;
 pub mod privilege;
+pub mod realtime;
 pub mod report;
 pub mod runner;
 pub mod schedule;

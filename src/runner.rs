@@ -16,7 +16,8 @@ use crate::observe::Observer;
 use crate::peer::{Link, PeerConn};
 use crate::script::values::show_duration;
 use crate::script::{Action, Call, PeerConfig, Scenario, Step, Window, DEFAULT_CONN};
-use crate::sut::KernelSut;
+use crate::agent::AgentSut;
+use crate::sut::{KernelSut, SutDriver};
 use crate::topology::{self, Topology};
 use crate::tracepoint::Transitions;
 use crate::Family;
@@ -31,10 +32,34 @@ mod trace;
 
 pub use trace::Trace;
 
-/// Where a trial leaves its files.
+/// Where a trial leaves its files, and what it tests.
 #[derive(Clone, Debug)]
 pub struct TrialConfig {
     pub pcap_dir: PathBuf,
+    pub stack: Stack,
+}
+
+/// The system under test.
+#[derive(Clone, Debug, Default)]
+pub enum Stack {
+    /// The local Linux kernel, in the trial's namespaces.
+    #[default]
+    Kernel,
+    /// A stack behind an agent process on the trial's TAP device.
+    Agent {
+        cmd: Vec<String>,
+        hello: crate::agent::Hello,
+    },
+}
+
+impl Stack {
+    /// `linux`, or the agent's stack name (`smoltcp 0.14`).
+    pub fn name(&self) -> String {
+        match self {
+            Stack::Kernel => "linux".into(),
+            Stack::Agent { hello, .. } => hello.stack.clone(),
+        }
+    }
 }
 
 /// Why a trial failed, pointing at the step.
@@ -107,7 +132,7 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
     let trace_ref = &mut trace;
     let notes_ref = &mut measurements;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        execute(sc, family, cap2, trace_ref, notes_ref)
+        execute(sc, family, cfg, cap2, trace_ref, notes_ref)
     }));
     let failure = match result {
         Ok(r) => r.err(),
@@ -175,27 +200,43 @@ fn setup_failure(what: &str, e: impl std::fmt::Display) -> Failure {
 fn execute(
     sc: &Scenario,
     family: Family,
+    cfg: &TrialConfig,
     capture: Arc<Mutex<Capture>>,
     trace: &mut Trace,
     measurements: &mut Vec<String>,
 ) -> Result<(), Failure> {
-    let topo =
-        Topology::create(&trial_sysctls(sc, family)).map_err(|e| setup_failure("topology", e))?;
-    let observer = topo
-        .run_in_sut(Observer::new)
-        .map_err(|e| setup_failure("observer", e))?
-        .map_err(|e| setup_failure("sock_diag", e))?;
-    // Before the first packet, so the handshake's transitions are seen too.
-    let transitions = match Transitions::open(family, topo.peer_ip(family), sc.setup.peer_port) {
-        Ok(t) => Some(t),
-        Err(why) => {
-            trace.source = trace::Source::SampledBecause(why);
-            None
+    let setup = crate::schedule::setup_permit();
+    let (topo, sut, transitions, profile) = match &cfg.stack {
+        Stack::Kernel => {
+            let topo = Topology::create(&trial_sysctls(sc, family))
+                .map_err(|e| setup_failure("topology", e))?;
+            let observer = topo
+                .run_in_sut(Observer::new)
+                .map_err(|e| setup_failure("observer", e))?
+                .map_err(|e| setup_failure("sock_diag", e))?;
+            // Before the first packet, so the handshake's transitions are seen too.
+            let peer = topo.peer_ip(family);
+            let transitions = match Transitions::open(family, peer, sc.setup.peer_port) {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    trace.source = trace::Source::SampledBecause(why);
+                    None
+                }
+            };
+            let sut: Box<dyn SutDriver> = Box::new(KernelSut::new(observer));
+            (topo, sut, transitions, &timing::TimerProfile::LINUX)
+        }
+        Stack::Agent { cmd, hello } => {
+            let topo = Topology::create_tap().map_err(|e| setup_failure("topology", e))?;
+            let agent = AgentSut::start(cmd, &topo).map_err(|e| setup_failure("agent", e))?;
+            let sut: Box<dyn SutDriver> = Box::new(agent);
+            (topo, sut, None, hello.profile())
         }
     };
     let link = Link::start(&topo, capture).map_err(|e| setup_failure("packet socket", e))?;
     link.wait_ready(family)
         .map_err(|e| setup_failure("link", e))?;
+    drop(setup);
     let conns = sc
         .setup
         .connections
@@ -215,8 +256,7 @@ fn execute(
         sc,
         topo: &topo,
         link,
-        observer,
-        sut: KernelSut::new(),
+        sut,
         conns,
         trace,
         measurements,
@@ -226,7 +266,7 @@ fn execute(
         background: HashMap::new(),
         read_offsets: HashMap::new(),
         step_no: 0,
-        profile: &timing::TimerProfile::LINUX,
+        profile,
         transitions,
     };
     let result = run.steps().and_then(|()| run.final_quiet());
@@ -255,8 +295,7 @@ struct Run<'a> {
     sc: &'a Scenario,
     topo: &'a Topology,
     link: Link,
-    observer: Observer,
-    sut: KernelSut,
+    sut: Box<dyn SutDriver>,
     /// The peer's side of every connection, `conn` first.
     conns: Vec<(String, PeerConn)>,
     /// The state trace of `conn`.
@@ -451,7 +490,7 @@ impl Run<'_> {
 
     fn sample(&mut self) {
         let (local, remote) = self.addrs(DEFAULT_CONN);
-        if let Ok(info) = self.observer.connection(local, remote) {
+        if let Ok(info) = self.sut.connection(local, remote) {
             self.trace.record(SystemTime::now(), info.map(|i| i.state));
         }
     }
@@ -516,7 +555,7 @@ fn deadline_of(at: SystemTime) -> Instant {
 /// and with a 1 ns timer slack (the default 50 µs would be added to every sleep).
 pub fn sleep_until(at: SystemTime) {
     const SPIN: Duration = Duration::from_micros(300);
-    let _rt = Realtime::enter();
+    let _rt = crate::realtime::Realtime::enter();
     if let Ok(d) = at.duration_since(SystemTime::now()) {
         if d > SPIN {
             std::thread::sleep(d - SPIN);
@@ -524,34 +563,6 @@ pub fn sleep_until(at: SystemTime) {
     }
     while SystemTime::now() < at {
         std::hint::spin_loop();
-    }
-}
-
-/// The calling thread at real-time priority until dropped; a no-op where not permitted.
-struct Realtime {
-    entered: bool,
-}
-
-impl Realtime {
-    fn enter() -> Realtime {
-        let param = libc::sched_param { sched_priority: 1 };
-        // SAFETY: plain syscalls on the calling thread with valid arguments.
-        unsafe {
-            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-            Realtime {
-                entered: libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0,
-            }
-        }
-    }
-}
-
-impl Drop for Realtime {
-    fn drop(&mut self) {
-        if self.entered {
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: as in `enter`.
-            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
-        }
     }
 }
 

@@ -22,6 +22,37 @@ pub const DEFAULT_CONCURRENCY: usize = 32;
 const LONG: Duration = Duration::from_secs(5);
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
+/// At most this many trials build their namespaces and wait for the link at once. The
+/// kernel's link-watch work runs at most once a second when link events come faster, and each
+/// trial waits for it: a burst of 32 setups on a loaded machine starves it for seconds.
+const SETUPS_AT_ONCE: usize = 4;
+
+/// Held while a trial sets up its topology; see [`SETUPS_AT_ONCE`].
+pub struct SetupPermit;
+
+pub fn setup_permit() -> SetupPermit {
+    let (lock, cv) = setups();
+    let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
+    while *n >= SETUPS_AT_ONCE {
+        n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
+    }
+    *n += 1;
+    SetupPermit
+}
+
+impl Drop for SetupPermit {
+    fn drop(&mut self) {
+        let (lock, cv) = setups();
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        cv.notify_one();
+    }
+}
+
+fn setups() -> &'static (Mutex<usize>, std::sync::Condvar) {
+    static SETUPS: OnceLock<(Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
+    SETUPS.get_or_init(Default::default)
+}
+
 /// A trial and how long its script says it will take.
 pub struct Planned {
     pub trial: Trial,

@@ -6,6 +6,7 @@
 //! a background call (close with SO_LINGER, connect) is checked later by an `await` step.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::mpsc::{self, Receiver};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 
+use crate::observe::{Observer, SockInfo};
 use crate::script::call::{How, SockOpt};
 use crate::script::{Call, Func, Outcome};
 use crate::topology::Topology;
@@ -54,49 +56,75 @@ const SOCKET_IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub type Addrs = (SocketAddr, SocketAddr);
 
 pub struct KernelSut {
-    /// Script names of descriptors; None once the script closed it.
-    fds: HashMap<String, Option<RawFd>>,
-    background: HashMap<String, Receiver<Completed>>,
+    table: CallTable,
+    observer: Observer,
 }
 
-impl KernelSut {
-    pub fn new() -> KernelSut {
-        KernelSut {
-            fds: HashMap::new(),
-            background: HashMap::new(),
-        }
-    }
-
+/// The system under test as the runner drives it: the application's socket calls, and the
+/// view of its connections. `KernelSut` drives the local kernel; `agent::AgentSut` a stack
+/// behind an agent process (docs/agent-protocol.md).
+pub trait SutDriver {
     /// Starts a call. Returns when it completes, or None after `timeout` (it goes on running).
-    pub fn call(
+    fn call(
         &mut self,
         topo: &Topology,
         call: &Call,
         addrs: Addrs,
         timeout: Duration,
-    ) -> Result<Option<Completed>, String> {
-        let rx = self.start(topo, call, addrs)?;
-        match rx.recv_timeout(timeout) {
-            Ok(done) => {
-                self.record(call, &done.result);
-                Ok(Some(done))
-            }
-            Err(_) => Ok(None),
-        }
-    }
+    ) -> Result<Option<Completed>, String>;
 
-    /// Starts a call in the background, to be collected with [`KernelSut::collect`].
-    pub fn call_background(
+    /// Starts a call in the background, to be collected with [`SutDriver::collect`].
+    fn call_background(
         &mut self,
         topo: &Topology,
         name: &str,
         call: &Call,
         addrs: Addrs,
-    ) -> Result<SystemTime, String> {
-        let started = SystemTime::now();
-        let rx = self.start(topo, call, addrs)?;
+    ) -> Result<SystemTime, String>;
+
+    /// Waits for a background call until `deadline`.
+    fn collect(&mut self, name: &str, call: &Call, deadline: Instant) -> Option<Completed>;
+
+    /// Closes whatever the script left open; the trial is over.
+    fn close_all(&mut self);
+
+    /// The connection with this 4-tuple now (orphans and TIME_WAIT included); None: CLOSED.
+    fn connection(&self, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<SockInfo>>;
+}
+
+/// What every driver keeps per trial: the script's names for descriptors, and the background
+/// calls still running.
+#[derive(Default)]
+pub struct CallTable {
+    /// Script names of descriptors; None once the script closed it.
+    fds: HashMap<String, Option<i64>>,
+    background: HashMap<String, Receiver<Completed>>,
+}
+
+impl CallTable {
+    /// The descriptor a call acts on (-1 for `socket`, or a name never opened).
+    pub fn fd(&self, call: &Call) -> i64 {
+        match call.func {
+            Func::Socket => -1,
+            _ => self.fds.get(&call.fd).copied().flatten().unwrap_or(-1),
+        }
+    }
+
+    /// Waits for a started call up to `timeout`; None: still running.
+    pub fn wait(
+        &mut self,
+        call: &Call,
+        rx: Receiver<Completed>,
+        timeout: Duration,
+    ) -> Option<Completed> {
+        let done = rx.recv_timeout(timeout).ok()?;
+        self.record(call, &done.result);
+        Some(done)
+    }
+
+    /// Keeps a started call for a later `collect`.
+    pub fn park(&mut self, name: &str, rx: Receiver<Completed>) {
         self.background.insert(name.to_string(), rx);
-        Ok(started)
     }
 
     /// Waits for a background call until `deadline`.
@@ -110,20 +138,71 @@ impl KernelSut {
         Some(done)
     }
 
+    /// Keeps the descriptor table in step with what the call did.
+    fn record(&mut self, call: &Call, result: &CallResult) {
+        match (&call.func, result, &call.outcome) {
+            (Func::Socket | Func::Accept | Func::Dup, CallResult::Ret(fd), outcome) => {
+                let name = match outcome {
+                    Outcome::NewFd(n) => n.clone(),
+                    _ => format!("_fd{fd}"),
+                };
+                self.fds.insert(name, Some(*fd));
+            }
+            (Func::Close, CallResult::Ret(0), _) => {
+                self.fds.insert(call.fd.clone(), None);
+            }
+            _ => {}
+        }
+    }
+
+    /// The descriptors still open, forgotten.
+    pub fn take_open(&mut self) -> Vec<i64> {
+        self.fds.values_mut().filter_map(Option::take).collect()
+    }
+}
+
+/// Runs `f` on its own thread; the receiver gets the completed call.
+pub fn on_call_thread(
+    f: impl FnOnce() -> CallResult + Send + 'static,
+) -> Result<Receiver<Completed>, String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("halfclose-call".into())
+        .spawn(move || {
+            // Woken by the SUT's kernel, returned at once: the call's time is the kernel's.
+            let _rt = crate::realtime::Realtime::enter();
+            let started = SystemTime::now();
+            let result = f();
+            let _ = tx.send(Completed {
+                started,
+                ended: SystemTime::now(),
+                result,
+            });
+        })
+        .map_err(|e| format!("cannot start a call thread: {e}"))?;
+    Ok(rx)
+}
+
+impl KernelSut {
+    /// `observer` must have been made in the SUT namespace.
+    pub fn new(observer: Observer) -> KernelSut {
+        KernelSut {
+            table: CallTable::default(),
+            observer,
+        }
+    }
+
     fn start(
         &mut self,
         topo: &Topology,
         call: &Call,
         (sut, peer): Addrs,
     ) -> Result<Receiver<Completed>, String> {
-        let fd = match call.func {
-            Func::Socket => -1,
-            _ => self.fds.get(&call.fd).copied().flatten().unwrap_or(-1),
-        };
-        let (tx, rx) = mpsc::channel();
+        let fd = self.table.fd(call) as RawFd;
         let func = call.func.clone();
         if func == Func::Socket {
             // socket() must run inside the SUT netns.
+            let (tx, rx) = mpsc::channel();
             let started = SystemTime::now();
             let result = topo
                 .run_in_sut(move || new_socket(sut.ip()))
@@ -135,45 +214,50 @@ impl KernelSut {
             });
             return Ok(rx);
         }
-        std::thread::Builder::new()
-            .name("halfclose-call".into())
-            .spawn(move || {
-                let started = SystemTime::now();
-                let result = execute(&func, fd, sut, peer);
-                let _ = tx.send(Completed {
-                    started,
-                    ended: SystemTime::now(),
-                    result,
-                });
-            })
-            .map_err(|e| format!("cannot start a call thread: {e}"))?;
-        Ok(rx)
+        on_call_thread(move || execute(&func, fd, sut, peer))
+    }
+}
+
+impl SutDriver for KernelSut {
+    fn call(
+        &mut self,
+        topo: &Topology,
+        call: &Call,
+        addrs: Addrs,
+        timeout: Duration,
+    ) -> Result<Option<Completed>, String> {
+        let rx = self.start(topo, call, addrs)?;
+        Ok(self.table.wait(call, rx, timeout))
     }
 
-    /// Keeps the descriptor table in step with what the call did.
-    fn record(&mut self, call: &Call, result: &CallResult) {
-        match (&call.func, result, &call.outcome) {
-            (Func::Socket | Func::Accept | Func::Dup, CallResult::Ret(fd), outcome) => {
-                let name = match outcome {
-                    Outcome::NewFd(n) => n.clone(),
-                    _ => format!("_fd{fd}"),
-                };
-                self.fds.insert(name, Some(*fd as RawFd));
-            }
-            (Func::Close, CallResult::Ret(0), _) => {
-                self.fds.insert(call.fd.clone(), None);
-            }
-            _ => {}
-        }
+    fn call_background(
+        &mut self,
+        topo: &Topology,
+        name: &str,
+        call: &Call,
+        addrs: Addrs,
+    ) -> Result<SystemTime, String> {
+        let started = SystemTime::now();
+        let rx = self.start(topo, call, addrs)?;
+        self.table.park(name, rx);
+        Ok(started)
+    }
+
+    fn collect(&mut self, name: &str, call: &Call, deadline: Instant) -> Option<Completed> {
+        self.table.collect(name, call, deadline)
     }
 
     /// Closes every descriptor the script left open. The namespace goes away right after, so
     /// what the kernel sends now is not part of the trial.
-    pub fn close_all(&mut self) {
-        for fd in self.fds.values_mut().filter_map(Option::take) {
+    fn close_all(&mut self) {
+        for fd in self.table.take_open() {
             // SAFETY: the descriptor came from socket/accept/dup and was not closed since.
-            unsafe { libc::close(fd) };
+            unsafe { libc::close(fd as RawFd) };
         }
+    }
+
+    fn connection(&self, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<SockInfo>> {
+        self.observer.connection(local, remote)
     }
 }
 
@@ -379,8 +463,3 @@ pub fn show_outcome(o: &Outcome) -> String {
     }
 }
 
-impl Default for KernelSut {
-    fn default() -> Self {
-        Self::new()
-    }
-}

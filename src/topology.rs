@@ -74,7 +74,8 @@ const SUT_IFINDEX: u32 = 100;
 const PEER_IFINDEX: u32 = 101;
 
 /// Upper bound for the kernel's asynchronous link-watch work; it normally takes microseconds.
-const LINK_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Only waits for the kernel's link-watch work, which a loaded machine can starve for seconds.
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Written in the SUT namespace before the link exists, so the device inherits them from
 /// `default`: no DAD probes and no router solicitations in IPv6 captures.
@@ -248,7 +249,14 @@ pub struct Topology {
     peer_ns: OwnedFd,
     /// The last byte of the peer's address in this trial.
     peer_host: u8,
+    /// The interface the peer's packet socket binds to: `hc-peer`, or the TAP device.
+    peer_ifindex: u32,
+    /// For an agent SUT: the TAP device's fd, which the agent process inherits.
+    tap: Option<OwnedFd>,
 }
+
+/// The TAP device an agent's stack runs on (in the SUT namespace; the peer shares it).
+pub const TAP_IFNAME: &str = "hc-tap";
 
 impl Topology {
     /// Builds both namespaces and the link, and returns once both ends are operationally up.
@@ -285,7 +293,20 @@ impl Topology {
 
     /// The ifindex of `hc-peer` inside the peer namespace (for binding the AF_PACKET socket).
     pub fn peer_ifindex(&self) -> u32 {
-        PEER_IFINDEX
+        self.peer_ifindex
+    }
+
+    /// One namespace holding a TAP device, for a SUT that is a user-space stack behind an
+    /// agent: the agent's stack reads and writes the device's fd, and the peer's packet socket
+    /// binds to the same interface (the peer "namespace" is the SUT's). The interface has no
+    /// address and IPv6 is off, so the namespace's own kernel stays silent.
+    pub fn create_tap() -> Result<Topology, TopologyError> {
+        on_thread("hc-setup", None, build_tap)?
+    }
+
+    /// The TAP device's fd (agent topologies only).
+    pub fn tap_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.tap.as_ref().map(|t| t.as_fd())
     }
 
     /// The fd holding the SUT namespace, e.g. for `setns` or `IFLA_NET_NS_FD`.
@@ -507,7 +528,68 @@ fn build(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
         sut_ns,
         peer_ns,
         peer_host: next_peer_host(),
+        peer_ifindex: PEER_IFINDEX,
+        tap: None,
     })
+}
+
+/// The body of the setup thread for an agent SUT: a namespace with one TAP device, up.
+fn build_tap() -> Result<Topology, TopologyError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| TopologyError::os("starting the netlink runtime", e))?;
+    let ns = enter_new_netns()?;
+    write_sysctls(PEER_SYSCTLS.iter().copied())?;
+    let tap = open_tap(TAP_IFNAME)?;
+    let name = std::ffi::CString::new(TAP_IFNAME).expect("no NUL");
+    // SAFETY: a NUL-terminated name.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(TopologyError::os(
+            "finding hc-tap",
+            io::Error::last_os_error(),
+        ));
+    }
+    let rtnl = Rtnl::open(&rt)?;
+    rt.block_on(set_up(&rtnl.handle, index, "setting hc-tap up"))?;
+    let peer_ns = ns
+        .try_clone()
+        .map_err(|e| TopologyError::os("duplicating the namespace fd", e))?;
+    Ok(Topology {
+        sut_ns: ns,
+        peer_ns,
+        peer_host: next_peer_host(),
+        peer_ifindex: index,
+        tap: Some(tap),
+    })
+}
+
+/// Creates a TAP device (Ethernet frames, no packet-info header) in this thread's namespace.
+fn open_tap(name: &str) -> Result<OwnedFd, TopologyError> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|e| TopologyError::os("opening /dev/net/tun", e))?;
+    // SAFETY: ifreq is plain data; zeroed is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = IFF_TAP | IFF_NO_PI;
+    // SAFETY: TUNSETIFF takes a struct ifreq.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        return Err(TopologyError::os(
+            "creating the TAP device (TUNSETIFF)",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(OwnedFd::from(file))
 }
 
 /// A route netlink connection in the namespace of the thread that opened it, subscribed to

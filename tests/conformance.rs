@@ -45,7 +45,10 @@ fn main() {
     let trials = report::trials(
         &loaded.scenarios,
         &loaded.errors,
-        &TrialConfig { pcap_dir },
+        &TrialConfig {
+            pcap_dir,
+            stack: Default::default(),
+        },
         &records,
         &expected,
     );

@@ -22,11 +22,11 @@ fn show(s: Option<TcpState>) -> String {
 impl Run<'_> {
     fn look(&mut self, step: &Step, conn: &str) -> Result<Option<SockInfo>, Failure> {
         let (local, remote) = self.addrs(conn);
-        let info = self.observer.connection(local, remote).map_err(|e| {
+        let info = self.sut.connection(local, remote).map_err(|e| {
             self.fail(
                 step,
                 "state".into(),
-                vec![("error:".into(), format!("sock_diag: {e}"))],
+                vec![("error:".into(), format!("observing the SUT: {e}"))],
             )
         })?;
         if conn == DEFAULT_CONN {
