@@ -116,6 +116,11 @@ impl Hello {
             Func::Shutdown(how) if !has(&self.shutdown, how_name(*how)) => {
                 Some(format!("shutdown({})", how_name(*how)))
             }
+            // A lingering close that blocks is its own capability: an agent may abort on
+            // linger {1, 0} without being able to wait.
+            Func::SetSockOpt(SockOpt::Linger { on: true, secs }) if *secs > 0 => {
+                (!has(&self.sockopts, "linger-timeout")).then(|| "SO_LINGER with a timeout".into())
+            }
             Func::SetSockOpt(opt) => match opt_json(opt) {
                 Some((n, _)) if has(&self.sockopts, n) => None,
                 Some((n, _)) => Some(format!("setsockopt {n}")),
@@ -308,8 +313,14 @@ fn spawn(cmd: &[String], tap: BorrowedFd<'_>) -> Result<Child, String> {
         c.pre_exec(move || {
             // The agent goes when the thread that started it does (or the process dies).
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            // dup2 clears close-on-exec on the new number.
-            if libc::dup2(tap_raw, TAP_FD) < 0 {
+            // dup2 clears close-on-exec on the new number, but does nothing at all when the
+            // TAP already has that number (then it would be closed at exec).
+            let rc = if tap_raw == TAP_FD {
+                libc::fcntl(TAP_FD, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(tap_raw, TAP_FD)
+            };
+            if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use libtest_mimic::{Arguments, FormatSetting};
 
+use crate::runner::Stack;
+
 use crate::expectations::Expectations;
 use crate::report::{self, Records};
 use crate::runner::TrialConfig;
@@ -80,6 +82,9 @@ struct RunOpts {
     expectations: Option<PathBuf>,
     /// Leave out scenarios tagged `slow` (the 60 s TIME_WAIT expiry).
     fast: bool,
+    /// `--stack NAME` (linux, smoltcp) or `--agent CMD`.
+    stack: Option<String>,
+    agent: Option<String>,
     test: Arguments,
 }
 
@@ -91,6 +96,8 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         junit: None,
         expectations: None,
         fast: false,
+        stack: None,
+        agent: None,
         test: Arguments::default(),
     };
     let mut it = args.iter();
@@ -104,6 +111,8 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "--filter" => o.test.filter = Some(value("--filter")?),
             "--exact" => o.test.exact = true,
             "--fast" => o.fast = true,
+            "--stack" => o.stack = Some(value("--stack")?),
+            "--agent" => o.agent = Some(value("--agent")?),
             "--pcap-dir" => o.pcap_dir = value("--pcap-dir")?.into(),
             "--list" => o.test.list = true,
             "--ignored" => o.test.ignored = true,
@@ -170,11 +179,18 @@ fn cmd_run(args: &[String]) -> i32 {
         return EXIT_BAD_INPUT;
     }
     let records: Records = Arc::new(Mutex::new(Vec::new()));
+    let stack = match resolve_stack(opts.stack.as_deref(), opts.agent.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("halfclose: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     let cfg = TrialConfig {
         pcap_dir: opts.pcap_dir.clone(),
-        stack: Default::default(),
+        stack,
     };
-    let expected = match load_expectations(&opts) {
+    let expected = match load_expectations(&opts, &cfg.stack) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -239,12 +255,58 @@ fn cmd_check(args: &[String]) -> i32 {
 }
 
 /// `--expectations FILE`, else `expectations/linux.yaml` under the first directory given.
-fn load_expectations(opts: &RunOpts) -> Result<Expectations, i32> {
+/// The SUT the options name: the kernel by default, the smoltcp agent built beside this
+/// binary, or any agent command.
+pub fn resolve_stack(stack: Option<&str>, agent: Option<&str>) -> Result<Stack, String> {
+    let cmd: Vec<String> = match (stack, agent) {
+        (Some(_), Some(_)) => return Err("--stack and --agent: give one".into()),
+        (None | Some("linux"), None) => return Ok(Stack::Kernel),
+        (Some("smoltcp"), None) => vec![sibling_binary("halfclose-smoltcp-agent")?],
+        (Some(other), None) => {
+            return Err(format!(
+                "--stack `{other}`: expected linux or smoltcp (or --agent CMD for another stack)"
+            ))
+        }
+        (None, Some(cmd)) => cmd.split_whitespace().map(String::from).collect(),
+    };
+    if cmd.is_empty() {
+        return Err("--agent needs a command".into());
+    }
+    let hello = crate::agent::probe(&cmd)?;
+    Ok(Stack::Agent { cmd, hello })
+}
+
+/// A binary built with this one (`cargo build --workspace` puts them side by side).
+fn sibling_binary(name: &str) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut dirs: Vec<PathBuf> = exe.parent().into_iter().map(PathBuf::from).collect();
+    // From tests/ or examples/, the binaries are one level up.
+    if let Some(up) = exe.parent().and_then(|d| d.parent()) {
+        dirs.push(up.to_path_buf());
+    }
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| {
+            format!("{name} is not built beside {}: run `cargo build --release --workspace`", exe.display())
+        })
+}
+
+/// The stack's expectations file name: `linux.yaml`, `smoltcp.yaml`.
+pub fn expectations_name(stack: &Stack) -> String {
+    let name = stack.name();
+    let first = name.split_whitespace().next().unwrap_or("agent");
+    format!("expectations/{first}.yaml")
+}
+
+fn load_expectations(opts: &RunOpts, stack: &Stack) -> Result<Expectations, i32> {
+    let name = expectations_name(stack);
     let default = opts
         .paths
         .iter()
         .filter(|p| p.is_dir())
-        .map(|p| p.join("expectations/linux.yaml"))
+        .map(|p| p.join(&name))
         .find(|p| p.is_file());
     let Some(file) = opts.expectations.clone().or(default) else {
         return Ok(Expectations::default());

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use libtest_mimic::{Failed, Trial};
+use libtest_mimic::{Completion, Failed, Trial};
 
 use crate::expectations::Expectations;
 use crate::runner::timing::TimerProfile;
-use crate::runner::{self, TrialConfig, Verdict};
+use crate::runner::{self, Stack, TrialConfig, Verdict};
 use crate::schedule::{self, Planned};
 use crate::script::{Scenario, ScriptError};
 
@@ -31,9 +31,28 @@ pub struct Record {
     /// The reason from the stack's expectations, when the trial is a known deviation.
     pub deviation: Option<String>,
     pub measurements: Vec<String>,
+    /// The capability the SUT lacks, when the trial was skipped.
+    pub skipped: Option<String>,
 }
 
 impl Record {
+    /// A trial not run: the SUT lacks a capability the scenario needs.
+    fn skipped(name: &str, sc: &Scenario, what: &str) -> Record {
+        Record {
+            name: name.to_string(),
+            file: sc.file.display().to_string(),
+            passed: true,
+            seconds: 0.0,
+            failure: None,
+            states: Vec::new(),
+            states_source: String::new(),
+            pcap: None,
+            deviation: None,
+            measurements: Vec::new(),
+            skipped: Some(what.to_string()),
+        }
+    }
+
     fn of(v: &Verdict, sc: &Scenario) -> Record {
         Record {
             name: v.trial.clone(),
@@ -46,6 +65,7 @@ impl Record {
             pcap: v.pcap.as_ref().map(|p| p.display().to_string()),
             deviation: None,
             measurements: v.measurements.clone(),
+            skipped: None,
         }
     }
 }
@@ -69,11 +89,23 @@ pub fn trials(
             let ignored = sc.ignore.is_some();
             let (sc, cfg, records) = (sc.clone(), cfg.clone(), records.clone());
             let name = sc.trial_name(family);
-            let estimate = schedule::estimate(&sc, &TimerProfile::LINUX);
+            let profile = match &cfg.stack {
+                Stack::Kernel => &TimerProfile::LINUX,
+                Stack::Agent { hello, .. } => hello.profile(),
+            };
+            let estimate = schedule::estimate(&sc, profile);
+            let missing = match &cfg.stack {
+                Stack::Kernel => None,
+                Stack::Agent { hello, .. } => hello.missing(&sc),
+            };
             let deviation = expected
                 .lookup(&name)
                 .map(|d| (d.clone(), expected.file.clone()));
-            let trial = Trial::test(name.clone(), move || {
+            let trial = Trial::ignorable_test(name.clone(), move || {
+                if let Some(what) = missing {
+                    records.lock().expect("records lock").push(Record::skipped(&name, &sc, &what));
+                    return Ok(Completion::ignored_with(format!("skipped: the SUT lacks {what}")));
+                }
                 let _progress = schedule::started(&name, estimate);
                 let v = runner::run_trial(&sc, family, &cfg);
                 let mut record = Record::of(&v, &sc);
@@ -81,7 +113,7 @@ pub fn trials(
                 record.passed = verdict.is_ok();
                 record.deviation = deviation.map(|(d, _)| d.reason);
                 records.lock().expect("records lock").push(record);
-                verdict.map_err(Failed::from)
+                verdict.map(|()| Completion::Completed).map_err(Failed::from)
             });
             out.push(Planned {
                 trial: trial.with_ignored_flag(ignored),
@@ -126,7 +158,7 @@ pub fn json(records: &[Record]) -> String {
         .map(|r| {
             serde_json::json!({
                 "name": r.name, "file": r.file, "passed": r.passed, "seconds": r.seconds,
-                "failure": r.failure, "states": r.states, "states_source": r.states_source, "pcap": r.pcap, "deviation": r.deviation, "measurements": r.measurements,
+                "failure": r.failure, "states": r.states, "states_source": r.states_source, "pcap": r.pcap, "deviation": r.deviation, "measurements": r.measurements, "skipped": r.skipped,
             })
         })
         .collect();
