@@ -40,6 +40,9 @@ pub struct TimerProfile {
     pub rto_max: Duration,
     /// How long a connection stays in TIME_WAIT.
     pub time_wait: Duration,
+    /// Linux adds the RTO floor to SRTT (RTO = SRTT + max(RTTVAR term, rto_min)); others,
+    /// as RFC 6298 says, only clamp (RTO = max(SRTT + 4·RTTVAR, rto_min)).
+    pub rto_adds_srtt: bool,
     /// Timers sit on a hierarchical wheel that rounds them up into coarser buckets the further
     /// out they are (Linux); false: they fire when due, give or take a tick.
     pub wheel: bool,
@@ -56,6 +59,7 @@ impl TimerProfile {
         rto_initial: Duration::from_secs(1),
         rto_max: Duration::from_secs(120),
         time_wait: Duration::from_secs(60),
+        rto_adds_srtt: true,
         wheel: true,
         noise_jiffies: 2,
     };
@@ -69,6 +73,7 @@ impl TimerProfile {
         rto_initial: Duration::from_millis(1000),
         rto_max: Duration::from_secs(60),
         time_wait: Duration::from_secs(10),
+        rto_adds_srtt: false,
         wheel: false,
         noise_jiffies: 2,
     };
@@ -131,9 +136,14 @@ impl TimerProfile {
 
     /// The RTO after RTT samples between `rtt.lo` and `rtt.hi`.
     fn rto_bounds(&self, rtt: RttRange) -> (Duration, Duration) {
-        let lo = rtt.lo + self.rto_min.max(rtt.lo * 2);
-        let hi = rtt.hi + self.rto_min.max(rtt.hi * 2);
-        (self.ceil_jiffy(lo), self.ceil_jiffy(hi))
+        let rto = |srtt: Duration| {
+            if self.rto_adds_srtt {
+                srtt + self.rto_min.max(srtt * 2)
+            } else {
+                self.rto_min.max(srtt * 3)
+            }
+        };
+        (self.ceil_jiffy(rto(rtt.lo)), self.ceil_jiffy(rto(rtt.hi)))
     }
 
     /// The window, measured from the previous transmission, in which retransmission `n`
@@ -215,6 +225,23 @@ mod tests {
         assert_eq!(
             TimerProfile::LINUX.expiry_window(Duration::from_secs(3)).1,
             Duration::from_secs(3) + MS(4 * 67)
+        );
+    }
+
+    #[test]
+    fn an_rfc_6298_stack_clamps_rather_than_adds() {
+        let rtt = RttRange {
+            lo: Duration::from_micros(100),
+            hi: MS(6),
+        };
+        // smoltcp: max(1 s, 3·SRTT) = 1 s; the 3rd retransmission 4 s after the 2nd.
+        assert_eq!(
+            TimerProfile::SMOLTCP.retransmission_window(1, rtt),
+            (MS(998), MS(1003))
+        );
+        assert_eq!(
+            TimerProfile::SMOLTCP.retransmission_window(3, rtt),
+            (MS(3998), MS(4003))
         );
     }
 
