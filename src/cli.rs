@@ -25,12 +25,14 @@ USAGE:
     halfclose run   [PATHS…] [--filter F] [--exact] [--fast] [--pcap-dir DIR] [--list]
                     [--ignored] [--include-ignored] [--test-threads N]
                     [--format pretty|terse|json] [--json FILE] [--junit FILE]
-                    [--expectations FILE]
+                    [--expectations FILE] [--stack linux|smoltcp | --agent CMD]
     halfclose check FILES…           validate scripts only; nothing is sent
     halfclose list  [PATHS…]         list the trials
     halfclose bench [--runs N] [--json]
                                      time trial setup and the active-close trial
     halfclose coverage [PATHS…]      requirements → the scenarios that check them (Markdown)
+    halfclose matrix [--stacks linux,smoltcp] [--fast]
+                                     the suite on each stack, one Markdown table
 
 PATHS are scenario files or directories (default: suites). Captures go to
 DIR/<family>/<group>/<name>.pcapng (default DIR: target/halfclose).
@@ -39,7 +41,7 @@ Exit status: 0 all passed, 1 a trial failed, 2 bad input or no privileges.";
 pub fn main() -> i32 {
     // Before anything can start a thread: entering a user namespace needs a single thread.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let needs_privilege = matches!(args.first().map(String::as_str), Some("run" | "bench"));
+    let needs_privilege = matches!(args.first().map(String::as_str), Some("run" | "bench" | "matrix"));
     if needs_privilege {
         if let Err(e) = privilege::ensure() {
             eprintln!("halfclose: {e}");
@@ -56,6 +58,7 @@ pub fn main() -> i32 {
         Some("list") => cmd_run(&[args[1..].to_vec(), vec!["--list".into()]].concat()),
         Some("bench") => crate::bench::cmd(&args[1..]),
         Some("coverage") => cmd_coverage(&args[1..]),
+        Some("matrix") => crate::matrix::cmd(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             EXIT_OK
@@ -85,6 +88,7 @@ struct RunOpts {
     /// `--stack NAME` (linux, smoltcp) or `--agent CMD`.
     stack: Option<String>,
     agent: Option<String>,
+    pcap_dir_given: bool,
     test: Arguments,
 }
 
@@ -98,6 +102,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         fast: false,
         stack: None,
         agent: None,
+        pcap_dir_given: false,
         test: Arguments::default(),
     };
     let mut it = args.iter();
@@ -113,7 +118,10 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "--fast" => o.fast = true,
             "--stack" => o.stack = Some(value("--stack")?),
             "--agent" => o.agent = Some(value("--agent")?),
-            "--pcap-dir" => o.pcap_dir = value("--pcap-dir")?.into(),
+            "--pcap-dir" => {
+                o.pcap_dir = value("--pcap-dir")?.into();
+                o.pcap_dir_given = true;
+            }
             "--list" => o.test.list = true,
             "--ignored" => o.test.ignored = true,
             "--include-ignored" => o.test.include_ignored = true,
@@ -186,10 +194,16 @@ fn cmd_run(args: &[String]) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    let cfg = TrialConfig {
-        pcap_dir: opts.pcap_dir.clone(),
-        stack,
+    // Another stack's captures go beside the kernel's, not over them.
+    let pcap_dir = match (&stack, opts.pcap_dir_given) {
+        (Stack::Agent { .. }, false) => opts.pcap_dir.join(
+            expectations_name(&stack)
+                .trim_start_matches("expectations/")
+                .trim_end_matches(".yaml"),
+        ),
+        _ => opts.pcap_dir.clone(),
     };
+    let cfg = TrialConfig { pcap_dir, stack };
     let expected = match load_expectations(&opts, &cfg.stack) {
         Ok(e) => e,
         Err(code) => return code,

@@ -13,6 +13,8 @@ pub mod capture;
 pub mod cli;
 pub mod coverage;
 pub mod expectations;
+pub mod harness;
+pub mod matrix;
 pub mod observe;
 pub mod peer;
 pub mod privilege;

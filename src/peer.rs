@@ -102,9 +102,11 @@ impl Link {
     /// address work. It also leaves the SUT knowing the peer's MAC address.
     pub fn wait_ready(&self, family: Family) -> io::Result<()> {
         const TRY_EVERY: Duration = Duration::from_millis(10);
-        // Generous: this only waits for the machine (a starved link-watch or addrconf worker
-        // when many trials start at once on a loaded machine); no verdict depends on it.
-        const GIVE_UP: Duration = Duration::from_secs(10);
+        // Generous: this only waits for the machine; no verdict depends on it. The SUT's IPv6
+        // address stays tentative until the kernel's addrconf worker runs, and that worker
+        // needs the RTNL lock, which namespace teardown holds for long stretches when CPU hogs
+        // starve it (seen: over 10 s with four hogs on two cores).
+        const GIVE_UP: Duration = Duration::from_secs(30);
         let probe = match family {
             Family::V4 => {
                 wire::emit_arp_request(topology::PEER_MAC, self.peer_v4, topology::SUT_V4)

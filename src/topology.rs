@@ -75,7 +75,7 @@ const PEER_IFINDEX: u32 = 101;
 
 /// Upper bound for the kernel's asynchronous link-watch work; it normally takes microseconds.
 /// Only waits for the kernel's link-watch work, which a loaded machine can starve for seconds.
-const LINK_UP_TIMEOUT: Duration = Duration::from_secs(15);
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Written in the SUT namespace before the link exists, so the device inherits them from
 /// `default`: no DAD probes and no router solicitations in IPv6 captures.

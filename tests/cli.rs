@@ -434,3 +434,80 @@ fn coverage_doc_is_current() {
         "regenerate: halfclose coverage > docs/coverage.md"
     );
 }
+
+/// The smoltcp agent beside the halfclose binary under test; built here when a plain
+/// `cargo test` (not `--workspace`) did not build it.
+fn smoltcp_agent() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_halfclose"));
+    let agent = exe.with_file_name("halfclose-smoltcp-agent");
+    if !agent.is_file() {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "halfclose-smoltcp-agent"]);
+        if exe.components().any(|c| c.as_os_str() == "release") {
+            build.arg("--release");
+        }
+        assert!(build.status().unwrap().success(), "building the agent");
+    }
+    agent
+}
+
+/// The second stack end to end: smoltcp through its agent on a TAP device, with its
+/// expectations file; every trial passes, deviates as listed, or is skipped with a reason.
+#[test]
+fn smoltcp_runs_with_its_expectations() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("needs root for the TAP device: skipped");
+        return;
+    }
+    let agent = smoltcp_agent();
+    let json = scratch("smoltcp").join("report.json");
+    let out = halfclose(&[
+        "run",
+        "suites/close",
+        "suites/abort",
+        "--agent",
+        agent.to_str().unwrap(),
+        "--expectations",
+        "suites/expectations/smoltcp.yaml",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let trials = report["trials"].as_array().unwrap();
+    let deviations = trials.iter().filter(|t| !t["deviation"].is_null()).count();
+    let skipped = trials.iter().filter(|t| !t["skipped"].is_null()).count();
+    assert!(deviations > 0 && skipped > 0, "{shown}");
+    assert!(
+        trials.iter().any(|t| t["name"] == "ipv4::close::active-close"
+            && t["passed"] == true
+            && t["deviation"].is_null()),
+        "the active close passes on smoltcp:\n{shown}"
+    );
+}
+
+/// An expectations entry for a trial smoltcp passes is reported as stale.
+#[test]
+fn smoltcp_deviation_that_passes_is_stale() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("needs root for the TAP device: skipped");
+        return;
+    }
+    let agent = smoltcp_agent();
+    let out = halfclose(&[
+        "run",
+        "suites/close/active-close.yaml",
+        "suites/abort/close-unread-data.yaml",
+        "--agent",
+        agent.to_str().unwrap(),
+        "--expectations",
+        "fixtures/expectations/smoltcp-stale.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("stale expectation"), "{shown}");
+    assert!(shown.contains("test ipv4::abort::close-unread-data ... ok"), "{shown}");
+    assert!(shown.contains("test ipv6::close::active-close ... ok"), "{shown}");
+}

@@ -1,0 +1,20 @@
+//! What a stack author's `tests/conformance.rs` looks like (with `harness = false` in their
+//! Cargo.toml): the whole halfclose suite against their stack, through its agent, as
+//! libtest-mimic trials.
+//!
+//! Here the agent is this repository's smoltcp agent:
+//!
+//! ```sh
+//! cargo build --release --workspace
+//! cargo run --release --example agent_conformance -- --list
+//! cargo run --release --example agent_conformance -- closing-states
+//! ```
+
+fn main() {
+    let agent = std::env::var("HALFCLOSE_AGENT")
+        .unwrap_or_else(|_| "target/release/halfclose-smoltcp-agent".to_string());
+    halfclose::harness::agent_main(
+        &[agent.as_str()],
+        Some(std::path::Path::new("suites/expectations/smoltcp.yaml")),
+    );
+}
