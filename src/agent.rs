@@ -50,7 +50,11 @@ impl Hello {
         let strings = |k: &str| -> Vec<String> {
             h.get(k)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let text = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -224,7 +228,9 @@ impl Wire {
 
     /// Sends a command and waits for its reply.
     fn ask(&self, cmd: Value, timeout: Duration) -> Result<Value, String> {
-        let rx = self.request(cmd).map_err(|e| format!("writing to the agent: {e}"))?;
+        let rx = self
+            .request(cmd)
+            .map_err(|e| format!("writing to the agent: {e}"))?;
         rx.recv_timeout(timeout)
             .map_err(|_| "the agent did not answer".to_string())
     }
@@ -397,9 +403,29 @@ fn result_of(reply: Result<Value, String>) -> CallResult {
 fn errno_named(name: &str) -> Errno {
     use Errno::*;
     const KNOWN: &[Errno] = &[
-        EPIPE, ENOTCONN, EINVAL, EBADF, ENOSYS, ECONNRESET, ETIMEDOUT, EAGAIN, ECONNREFUSED,
-        EADDRINUSE, EADDRNOTAVAIL, EISCONN, EAFNOSUPPORT, ENETDOWN, ENODEV, EPROTO, ENOPROTOOPT,
-        EOPNOTSUPP, EALREADY, EINPROGRESS, ENETUNREACH, EHOSTUNREACH, ECONNABORTED,
+        EPIPE,
+        ENOTCONN,
+        EINVAL,
+        EBADF,
+        ENOSYS,
+        ECONNRESET,
+        ETIMEDOUT,
+        EAGAIN,
+        ECONNREFUSED,
+        EADDRINUSE,
+        EADDRNOTAVAIL,
+        EISCONN,
+        EAFNOSUPPORT,
+        ENETDOWN,
+        ENODEV,
+        EPROTO,
+        ENOPROTOOPT,
+        EOPNOTSUPP,
+        EALREADY,
+        EINPROGRESS,
+        ENETUNREACH,
+        EHOSTUNREACH,
+        ECONNABORTED,
     ];
     KNOWN
         .iter()
@@ -432,11 +458,18 @@ fn execute(wire: &Wire, func: &Func, fd: i64, (sut, peer): Addrs) -> CallResult 
             let family = if sut.is_ipv4() { "ipv4" } else { "ipv6" };
             ask(json!({"cmd": "socket", "family": family}), ANSWER_TIMEOUT)
         }
-        Func::Bind => ask(json!({"cmd": "bind", "fd": fd, "addr": addr_text(sut)}), ANSWER_TIMEOUT),
-        Func::Connect => ask(json!({"cmd": "connect", "fd": fd, "addr": addr_text(peer)}), long),
-        Func::Listen { backlog } => {
-            ask(json!({"cmd": "listen", "fd": fd, "backlog": backlog}), ANSWER_TIMEOUT)
-        }
+        Func::Bind => ask(
+            json!({"cmd": "bind", "fd": fd, "addr": addr_text(sut)}),
+            ANSWER_TIMEOUT,
+        ),
+        Func::Connect => ask(
+            json!({"cmd": "connect", "fd": fd, "addr": addr_text(peer)}),
+            long,
+        ),
+        Func::Listen { backlog } => ask(
+            json!({"cmd": "listen", "fd": fd, "backlog": backlog}),
+            ANSWER_TIMEOUT,
+        ),
         Func::Accept => ask(json!({"cmd": "accept", "fd": fd}), long),
         Func::Write(p) => ask(
             json!({"cmd": "write", "fd": fd, "data": to_hex(&p.bytes())}),
@@ -531,7 +564,11 @@ impl SutDriver for AgentSut {
             recv_q: 0,
             send_q: 0,
             inode: 0,
-            family: if local.is_ipv4() { Family::V4 } else { Family::V6 },
+            family: if local.is_ipv4() {
+                Family::V4
+            } else {
+                Family::V6
+            },
             cookie: 0,
             shutdown: None,
         }))
@@ -567,8 +604,17 @@ mod tests {
     fn replies_become_call_results() {
         let r = |s: &str| result_of(Ok(serde_json::from_str(s).unwrap()));
         assert_eq!(r(r#"{"id":1,"ok":4}"#), CallResult::Ret(4));
-        assert_eq!(r(r#"{"id":1,"ok":{"data":"6869"}}"#), CallResult::Data(b"hi".to_vec()));
-        assert_eq!(r(r#"{"id":1,"error":"EPIPE","message":"x"}"#), CallResult::Err(Errno::EPIPE));
-        assert_eq!(r(r#"{"id":1,"error":"EWEIRD"}"#), CallResult::Err(Errno::EIO));
+        assert_eq!(
+            r(r#"{"id":1,"ok":{"data":"6869"}}"#),
+            CallResult::Data(b"hi".to_vec())
+        );
+        assert_eq!(
+            r(r#"{"id":1,"error":"EPIPE","message":"x"}"#),
+            CallResult::Err(Errno::EPIPE)
+        );
+        assert_eq!(
+            r(r#"{"id":1,"error":"EWEIRD"}"#),
+            CallResult::Err(Errno::EIO)
+        );
     }
 }

@@ -41,7 +41,10 @@ Exit status: 0 all passed, 1 a trial failed, 2 bad input or no privileges.";
 pub fn main() -> i32 {
     // Before anything can start a thread: entering a user namespace needs a single thread.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let needs_privilege = matches!(args.first().map(String::as_str), Some("run" | "bench" | "matrix"));
+    let needs_privilege = matches!(
+        args.first().map(String::as_str),
+        Some("run" | "bench" | "matrix")
+    );
     if needs_privilege {
         if let Err(e) = privilege::ensure() {
             eprintln!("halfclose: {e}");
@@ -303,7 +306,10 @@ fn sibling_binary(name: &str) -> Result<String, String> {
         .find(|p| p.is_file())
         .map(|p| p.display().to_string())
         .ok_or_else(|| {
-            format!("{name} is not built beside {}: run `cargo build --release --workspace`", exe.display())
+            format!(
+                "{name} is not built beside {}: run `cargo build --release --workspace`",
+                exe.display()
+            )
         })
 }
 

@@ -14,7 +14,7 @@
 //! harness = false
 //! ```
 //!
-//! ```no_run
+//! ```text
 //! // the stack's tests/conformance.rs
 //! fn main() {
 //!     halfclose::harness::agent_main(
@@ -36,7 +36,11 @@ pub fn kernel_main() -> ! {
     enter();
     let suites = suites_dir();
     let expected = suites.join("expectations/linux.yaml");
-    run(Stack::Kernel, &suites, expected.is_file().then_some(expected.as_path()))
+    run(
+        Stack::Kernel,
+        &suites,
+        expected.is_file().then_some(expected.as_path()),
+    )
 }
 
 /// The suite against the stack behind `agent` (a command and its arguments, speaking

@@ -110,14 +110,11 @@ fn read_report(path: &Path) -> Result<Column, String> {
     for t in v["trials"].as_array().into_iter().flatten() {
         let name = t["name"].as_str().unwrap_or("");
         let (family, rest) = name.split_once("::").unwrap_or(("", name));
-        column
-            .entry(rest.to_string())
-            .or_default()
-            .push((
-                family.to_string(),
-                Cell::of(t),
-                t["pcap"].as_str().unwrap_or("").to_string(),
-            ));
+        column.entry(rest.to_string()).or_default().push((
+            family.to_string(),
+            Cell::of(t),
+            t["pcap"].as_str().unwrap_or("").to_string(),
+        ));
     }
     Ok(column)
 }
@@ -186,8 +183,9 @@ fn deviations(columns: &[(String, Column)]) -> String {
     for (stack, c) in columns {
         let mut lines = Vec::new();
         for (name, cells) in c {
-            let Some((_, Cell::Deviation(reason), pcap)) =
-                cells.iter().find(|(_, x, _)| matches!(x, Cell::Deviation(_)))
+            let Some((_, Cell::Deviation(reason), pcap)) = cells
+                .iter()
+                .find(|(_, x, _)| matches!(x, Cell::Deviation(_)))
             else {
                 continue;
             };

@@ -103,8 +103,13 @@ pub fn trials(
                 .map(|d| (d.clone(), expected.file.clone()));
             let trial = Trial::ignorable_test(name.clone(), move || {
                 if let Some(what) = missing {
-                    records.lock().expect("records lock").push(Record::skipped(&name, &sc, &what));
-                    return Ok(Completion::ignored_with(format!("skipped: the SUT lacks {what}")));
+                    records
+                        .lock()
+                        .expect("records lock")
+                        .push(Record::skipped(&name, &sc, &what));
+                    return Ok(Completion::ignored_with(format!(
+                        "skipped: the SUT lacks {what}"
+                    )));
                 }
                 let _progress = schedule::started(&name, estimate);
                 let v = runner::run_trial(&sc, family, &cfg);
@@ -113,7 +118,9 @@ pub fn trials(
                 record.passed = verdict.is_ok();
                 record.deviation = deviation.map(|(d, _)| d.reason);
                 records.lock().expect("records lock").push(record);
-                verdict.map(|()| Completion::Completed).map_err(Failed::from)
+                verdict
+                    .map(|()| Completion::Completed)
+                    .map_err(Failed::from)
             });
             out.push(Planned {
                 trial: trial.with_ignored_flag(ignored),

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::agent::AgentSut;
 use crate::capture::Capture;
 use crate::observe::Observer;
 use crate::peer::{Link, PeerConn};
 use crate::script::values::show_duration;
 use crate::script::{Action, Call, PeerConfig, Scenario, Step, Window, DEFAULT_CONN};
-use crate::agent::AgentSut;
 use crate::sut::{KernelSut, SutDriver};
 use crate::topology::{self, Topology};
 use crate::tracepoint::Transitions;

@@ -462,4 +462,3 @@ pub fn show_outcome(o: &Outcome) -> String {
         Outcome::NewFd(n) => format!("a new descriptor `{n}`"),
     }
 }
-

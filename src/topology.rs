@@ -470,13 +470,18 @@ fn spawn_in<T: Send + 'static>(
         .map_err(|e| TopologyError::os(format!("spawning thread {name}"), e))
 }
 
-/// The body of the setup thread: builds both namespaces, leaving this thread in the SUT one.
-fn build(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime for this setup thread's netlink requests.
+fn netlink_runtime() -> Result<Runtime, TopologyError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
-        .map_err(|e| TopologyError::os("starting the netlink runtime", e))?;
+        .map_err(|e| TopologyError::os("starting the netlink runtime", e))
+}
+
+/// The body of the setup thread: builds both namespaces, leaving this thread in the SUT one.
+fn build(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
+    let rt = netlink_runtime()?;
 
     // Peer first, so its veth end can be created directly inside it with IPv6 already off.
     let peer_ns = enter_new_netns()?;
@@ -535,11 +540,7 @@ fn build(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
 
 /// The body of the setup thread for an agent SUT: a namespace with one TAP device, up.
 fn build_tap() -> Result<Topology, TopologyError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(|e| TopologyError::os("starting the netlink runtime", e))?;
+    let rt = netlink_runtime()?;
     let ns = enter_new_netns()?;
     write_sysctls(PEER_SYSCTLS.iter().copied())?;
     let tap = open_tap(TAP_IFNAME)?;

@@ -129,7 +129,7 @@ fn read_in_private_mount() -> io::Result<(String, String)> {
 }
 
 /// Offsets of the fields we read, from lines like
-/// `field:__u16 sport;	offset:24;	size:2;	signed:0;`.
+/// `field:__u16 sport; offset:24; size:2; signed:0;` (tab-separated).
 fn parse_layout(id: u64, format: &str) -> Option<Layout> {
     let offset = |name: &str| -> Option<usize> {
         format.lines().find_map(|l| {
