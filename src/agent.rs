@@ -14,7 +14,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use serde_json::{json, Value};
@@ -72,7 +72,8 @@ impl Hello {
         })
     }
 
-    /// The stack's timer profile: a known one by name, else Linux's with the agent's TIME_WAIT.
+    /// The stack's timer profile: a known one by name, else Linux's with the agent's TIME_WAIT
+    /// (made once per run, by `Stack::agent`).
     pub fn profile(&self) -> &'static TimerProfile {
         if self.stack.starts_with("smoltcp") {
             return &TimerProfile::SMOLTCP;
@@ -247,7 +248,7 @@ pub struct AgentSut {
 
 impl AgentSut {
     /// Starts the agent on the trial's TAP device and configures the SUT's addresses.
-    pub fn start(cmd: &[String], topo: &Topology) -> Result<AgentSut, String> {
+    pub fn launch(cmd: &[String], topo: &Topology) -> Result<AgentSut, String> {
         let tap = topo.tap_fd().ok_or("the topology has no TAP device")?;
         let mut child = spawn(cmd, tap)?;
         let stdout = child.stdout.take().expect("piped");
@@ -295,13 +296,6 @@ impl AgentSut {
             None => Ok(()),
             Some(e) => Err(format!("configure: {e} {}", reply["message"])),
         }
-    }
-
-    fn start_call(&mut self, call: &Call, addrs: Addrs) -> Result<Receiver<Completed>, String> {
-        let fd = self.table.fd(call);
-        let wire = self.wire.clone();
-        let func = call.func.clone();
-        on_call_thread(move || execute(&wire, &func, fd, addrs))
     }
 }
 
@@ -444,10 +438,6 @@ fn from_hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn addr_text(a: SocketAddr) -> String {
-    a.to_string()
-}
-
 /// Runs one call against the agent, on the calling (call) thread.
 fn execute(wire: &Wire, func: &Func, fd: i64, (sut, peer): Addrs) -> CallResult {
     // Blocking calls wait as long as a kernel call would (its socket timeout is 10 s).
@@ -459,11 +449,11 @@ fn execute(wire: &Wire, func: &Func, fd: i64, (sut, peer): Addrs) -> CallResult 
             ask(json!({"cmd": "socket", "family": family}), ANSWER_TIMEOUT)
         }
         Func::Bind => ask(
-            json!({"cmd": "bind", "fd": fd, "addr": addr_text(sut)}),
+            json!({"cmd": "bind", "fd": fd, "addr": sut.to_string()}),
             ANSWER_TIMEOUT,
         ),
         Func::Connect => ask(
-            json!({"cmd": "connect", "fd": fd, "addr": addr_text(peer)}),
+            json!({"cmd": "connect", "fd": fd, "addr": peer.to_string()}),
             long,
         ),
         Func::Listen { backlog } => ask(
@@ -511,32 +501,20 @@ fn read_all(wire: &Wire, fd: i64, n: usize, timeout: Duration) -> CallResult {
 }
 
 impl SutDriver for AgentSut {
-    fn call(
+    fn start(
         &mut self,
         _topo: &Topology,
         call: &Call,
         addrs: Addrs,
-        timeout: Duration,
-    ) -> Result<Option<Completed>, String> {
-        let rx = self.start_call(call, addrs)?;
-        Ok(self.table.wait(call, rx, timeout))
+    ) -> Result<Receiver<Completed>, String> {
+        let fd = self.table.fd(call);
+        let wire = self.wire.clone();
+        let func = call.func.clone();
+        on_call_thread(move || execute(&wire, &func, fd, addrs))
     }
 
-    fn call_background(
-        &mut self,
-        _topo: &Topology,
-        name: &str,
-        call: &Call,
-        addrs: Addrs,
-    ) -> Result<SystemTime, String> {
-        let started = SystemTime::now();
-        let rx = self.start_call(call, addrs)?;
-        self.table.park(name, rx);
-        Ok(started)
-    }
-
-    fn collect(&mut self, name: &str, call: &Call, deadline: Instant) -> Option<Completed> {
-        self.table.collect(name, call, deadline)
+    fn table(&mut self) -> &mut CallTable {
+        &mut self.table
     }
 
     fn close_all(&mut self) {

@@ -199,11 +199,7 @@ fn cmd_run(args: &[String]) -> i32 {
     };
     // Another stack's captures go beside the kernel's, not over them.
     let pcap_dir = match (&stack, opts.pcap_dir_given) {
-        (Stack::Agent { .. }, false) => opts.pcap_dir.join(
-            expectations_name(&stack)
-                .trim_start_matches("expectations/")
-                .trim_end_matches(".yaml"),
-        ),
+        (Stack::Agent { .. }, false) => opts.pcap_dir.join(stack.short_name()),
         _ => opts.pcap_dir.clone(),
     };
     let cfg = TrialConfig { pcap_dir, stack };
@@ -290,7 +286,7 @@ pub fn resolve_stack(stack: Option<&str>, agent: Option<&str>) -> Result<Stack, 
         return Err("--agent needs a command".into());
     }
     let hello = crate::agent::probe(&cmd)?;
-    Ok(Stack::Agent { cmd, hello })
+    Ok(Stack::agent(cmd, hello))
 }
 
 /// A binary built with this one (`cargo build --workspace` puts them side by side).
@@ -313,15 +309,9 @@ fn sibling_binary(name: &str) -> Result<String, String> {
         })
 }
 
-/// The stack's expectations file name: `linux.yaml`, `smoltcp.yaml`.
-pub fn expectations_name(stack: &Stack) -> String {
-    let name = stack.name();
-    let first = name.split_whitespace().next().unwrap_or("agent");
-    format!("expectations/{first}.yaml")
-}
-
 fn load_expectations(opts: &RunOpts, stack: &Stack) -> Result<Expectations, i32> {
-    let name = expectations_name(stack);
+    // `expectations/linux.yaml`, `expectations/smoltcp.yaml`
+    let name = format!("expectations/{}.yaml", stack.short_name());
     let default = opts
         .paths
         .iter()

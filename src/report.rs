@@ -11,8 +11,7 @@ use std::time::Duration;
 use libtest_mimic::{Completion, Failed, Trial};
 
 use crate::expectations::Expectations;
-use crate::runner::timing::TimerProfile;
-use crate::runner::{self, Stack, TrialConfig, Verdict};
+use crate::runner::{self, TrialConfig, Verdict};
 use crate::schedule::{self, Planned};
 use crate::script::{Scenario, ScriptError};
 
@@ -89,15 +88,8 @@ pub fn trials(
             let ignored = sc.ignore.is_some();
             let (sc, cfg, records) = (sc.clone(), cfg.clone(), records.clone());
             let name = sc.trial_name(family);
-            let profile = match &cfg.stack {
-                Stack::Kernel => &TimerProfile::LINUX,
-                Stack::Agent { hello, .. } => hello.profile(),
-            };
-            let estimate = schedule::estimate(&sc, profile);
-            let missing = match &cfg.stack {
-                Stack::Kernel => None,
-                Stack::Agent { hello, .. } => hello.missing(&sc),
-            };
+            let estimate = schedule::estimate(&sc, cfg.stack.profile());
+            let missing = cfg.stack.missing(&sc);
             let deviation = expected
                 .lookup(&name)
                 .map(|d| (d.clone(), expected.file.clone()));
@@ -193,9 +185,16 @@ pub fn junit(records: &[Record]) -> String {
             esc(name),
             r.seconds
         );
-        match &r.failure {
-            None => x.push_str("/>\n"),
-            Some(f) => {
+        match (&r.failure, &r.skipped) {
+            (None, Some(what)) => {
+                let _ = writeln!(
+                    x,
+                    ">\n    <skipped message=\"the SUT lacks {}\"/>\n  </testcase>",
+                    esc(what)
+                );
+            }
+            (None, None) => x.push_str("/>\n"),
+            (Some(f), _) => {
                 let first = f.lines().next().unwrap_or("");
                 let _ = writeln!(
                     x,
@@ -222,4 +221,41 @@ pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, failure: Option<&str>, skipped: Option<&str>) -> Record {
+        Record {
+            name: name.into(),
+            file: "f.yaml".into(),
+            passed: failure.is_none(),
+            seconds: 0.5,
+            failure: failure.map(String::from),
+            states: Vec::new(),
+            states_source: String::new(),
+            pcap: None,
+            deviation: None,
+            measurements: Vec::new(),
+            skipped: skipped.map(String::from),
+        }
+    }
+
+    #[test]
+    fn junit_tells_passed_failed_and_skipped_apart() {
+        let x = junit(&[
+            record("ipv4::close::a", None, None),
+            record("ipv4::close::b", Some("step 3: expect F."), None),
+            record("ipv4::close::c", None, Some("the call dup")),
+        ]);
+        assert!(x.contains("name=\"a\" time=\"0.500\"/>"), "{x}");
+        assert!(x.contains("<failure message=\"step 3: expect F.\">"), "{x}");
+        assert!(
+            x.contains("<skipped message=\"the SUT lacks the call dup\"/>"),
+            "{x}"
+        );
+        assert!(x.contains("failures=\"1\""), "{x}");
+    }
 }

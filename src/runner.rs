@@ -49,15 +49,43 @@ pub enum Stack {
     Agent {
         cmd: Vec<String>,
         hello: crate::agent::Hello,
+        /// From the hello, once per run.
+        profile: &'static timing::TimerProfile,
     },
 }
 
 impl Stack {
-    /// `linux`, or the agent's stack name (`smoltcp 0.14`).
-    pub fn name(&self) -> String {
+    /// An agent SUT, as its hello describes it.
+    pub fn agent(cmd: Vec<String>, hello: crate::agent::Hello) -> Stack {
+        let profile = hello.profile();
+        Stack::Agent {
+            cmd,
+            hello,
+            profile,
+        }
+    }
+
+    /// One word for file names: `linux`, or the first word of the agent's stack (`smoltcp`).
+    pub fn short_name(&self) -> &str {
         match self {
-            Stack::Kernel => "linux".into(),
-            Stack::Agent { hello, .. } => hello.stack.clone(),
+            Stack::Kernel => "linux",
+            Stack::Agent { hello, .. } => hello.stack.split_whitespace().next().unwrap_or("agent"),
+        }
+    }
+
+    /// The stack's timers.
+    pub fn profile(&self) -> &'static timing::TimerProfile {
+        match self {
+            Stack::Kernel => &timing::TimerProfile::LINUX,
+            Stack::Agent { profile, .. } => profile,
+        }
+    }
+
+    /// Why a scenario cannot run on this stack, if it cannot (the kernel can run them all).
+    pub fn missing(&self, sc: &Scenario) -> Option<String> {
+        match self {
+            Stack::Kernel => None,
+            Stack::Agent { hello, .. } => hello.missing(sc),
         }
     }
 }
@@ -206,7 +234,7 @@ fn execute(
     measurements: &mut Vec<String>,
 ) -> Result<(), Failure> {
     let setup = crate::schedule::setup_permit();
-    let (topo, sut, transitions, profile) = match &cfg.stack {
+    let (topo, sut, transitions) = match &cfg.stack {
         Stack::Kernel => {
             let topo = Topology::create(&trial_sysctls(sc, family))
                 .map_err(|e| setup_failure("topology", e))?;
@@ -224,13 +252,13 @@ fn execute(
                 }
             };
             let sut: Box<dyn SutDriver> = Box::new(KernelSut::new(observer));
-            (topo, sut, transitions, &timing::TimerProfile::LINUX)
+            (topo, sut, transitions)
         }
-        Stack::Agent { cmd, hello } => {
+        Stack::Agent { cmd, .. } => {
             let topo = Topology::create_tap().map_err(|e| setup_failure("topology", e))?;
-            let agent = AgentSut::start(cmd, &topo).map_err(|e| setup_failure("agent", e))?;
+            let agent = AgentSut::launch(cmd, &topo).map_err(|e| setup_failure("agent", e))?;
             let sut: Box<dyn SutDriver> = Box::new(agent);
-            (topo, sut, None, hello.profile())
+            (topo, sut, None)
         }
     };
     let link = Link::start(&topo, capture).map_err(|e| setup_failure("packet socket", e))?;
@@ -266,7 +294,7 @@ fn execute(
         background: HashMap::new(),
         read_offsets: HashMap::new(),
         step_no: 0,
-        profile,
+        profile: cfg.stack.profile(),
         transitions,
     };
     let result = run.steps().and_then(|()| run.final_quiet());
@@ -461,7 +489,12 @@ impl Run<'_> {
     }
 
     fn window_start(&self, step: &Step, w: &Window) -> Result<(SystemTime, String), Failure> {
-        match &w.since {
+        self.anchor_of(step, w.since.as_deref())
+    }
+
+    /// The moment something counts from: the step `since` names, else the previous event.
+    fn anchor_of(&self, step: &Step, since: Option<&str>) -> Result<(SystemTime, String), Failure> {
+        match since {
             Some(name) => self.named.get(name).cloned().ok_or_else(|| {
                 self.fail(
                     step,

@@ -68,18 +68,23 @@ pub fn estimate(sc: &Scenario, profile: &TimerProfile) -> Duration {
             Action::Wait(d) | Action::Quiet(d) => *d,
             Action::Send(s) => s.delay,
             Action::Expect(e) => match e.window.retransmission {
-                Some(n) => profile.rto_min * (1 << (n.clamp(1, 16) - 1)),
+                Some(n) => retransmission_due(profile, n),
                 None => e.window.after.unwrap_or_default(),
             },
             Action::Leave { window, .. } => match (window.timer, window.retransmission) {
                 (Some(t), _) => profile.armed(t),
-                (None, Some(n)) => profile.rto_min * (1 << (n.clamp(1, 16) - 1)),
+                (None, Some(n)) => retransmission_due(profile, n),
                 (None, None) => window.after.unwrap_or(window.within),
             },
             _ => Duration::ZERO,
         };
     }
     total
+}
+
+/// When retransmission `n` is due at the earliest, as the runner's window will say.
+fn retransmission_due(profile: &TimerProfile, n: u32) -> Duration {
+    profile.retransmission_window(n, Default::default()).0
 }
 
 /// Runs the trials through libtest-mimic: longest first, `DEFAULT_CONCURRENCY` at once unless

@@ -64,6 +64,23 @@ pub struct KernelSut {
 /// view of its connections. `KernelSut` drives the local kernel; `agent::AgentSut` a stack
 /// behind an agent process (docs/agent-protocol.md).
 pub trait SutDriver {
+    /// Starts a call on its own thread; the receiver gets it once it completes.
+    fn start(
+        &mut self,
+        topo: &Topology,
+        call: &Call,
+        addrs: Addrs,
+    ) -> Result<Receiver<Completed>, String>;
+
+    /// The driver's names for descriptors and its background calls.
+    fn table(&mut self) -> &mut CallTable;
+
+    /// Closes whatever the script left open; the trial is over.
+    fn close_all(&mut self);
+
+    /// The connection with this 4-tuple now (orphans and TIME_WAIT included); None: CLOSED.
+    fn connection(&self, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<SockInfo>>;
+
     /// Starts a call. Returns when it completes, or None after `timeout` (it goes on running).
     fn call(
         &mut self,
@@ -71,7 +88,10 @@ pub trait SutDriver {
         call: &Call,
         addrs: Addrs,
         timeout: Duration,
-    ) -> Result<Option<Completed>, String>;
+    ) -> Result<Option<Completed>, String> {
+        let rx = self.start(topo, call, addrs)?;
+        Ok(self.table().wait(call, rx, timeout))
+    }
 
     /// Starts a call in the background, to be collected with [`SutDriver::collect`].
     fn call_background(
@@ -80,16 +100,17 @@ pub trait SutDriver {
         name: &str,
         call: &Call,
         addrs: Addrs,
-    ) -> Result<SystemTime, String>;
+    ) -> Result<SystemTime, String> {
+        let started = SystemTime::now();
+        let rx = self.start(topo, call, addrs)?;
+        self.table().park(name, rx);
+        Ok(started)
+    }
 
     /// Waits for a background call until `deadline`.
-    fn collect(&mut self, name: &str, call: &Call, deadline: Instant) -> Option<Completed>;
-
-    /// Closes whatever the script left open; the trial is over.
-    fn close_all(&mut self);
-
-    /// The connection with this 4-tuple now (orphans and TIME_WAIT included); None: CLOSED.
-    fn connection(&self, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<SockInfo>>;
+    fn collect(&mut self, name: &str, call: &Call, deadline: Instant) -> Option<Completed> {
+        self.table().collect(name, call, deadline)
+    }
 }
 
 /// What every driver keeps per trial: the script's names for descriptors, and the background
@@ -191,7 +212,9 @@ impl KernelSut {
             observer,
         }
     }
+}
 
+impl SutDriver for KernelSut {
     fn start(
         &mut self,
         topo: &Topology,
@@ -216,35 +239,9 @@ impl KernelSut {
         }
         on_call_thread(move || execute(&func, fd, sut, peer))
     }
-}
 
-impl SutDriver for KernelSut {
-    fn call(
-        &mut self,
-        topo: &Topology,
-        call: &Call,
-        addrs: Addrs,
-        timeout: Duration,
-    ) -> Result<Option<Completed>, String> {
-        let rx = self.start(topo, call, addrs)?;
-        Ok(self.table.wait(call, rx, timeout))
-    }
-
-    fn call_background(
-        &mut self,
-        topo: &Topology,
-        name: &str,
-        call: &Call,
-        addrs: Addrs,
-    ) -> Result<SystemTime, String> {
-        let started = SystemTime::now();
-        let rx = self.start(topo, call, addrs)?;
-        self.table.park(name, rx);
-        Ok(started)
-    }
-
-    fn collect(&mut self, name: &str, call: &Call, deadline: Instant) -> Option<Completed> {
-        self.table.collect(name, call, deadline)
+    fn table(&mut self) -> &mut CallTable {
+        &mut self.table
     }
 
     /// Closes every descriptor the script left open. The namespace goes away right after, so

@@ -264,23 +264,21 @@ impl Transitions {
         self.lost
     }
 
+    /// Takes what the rings hold. Each CPU's ring is in time order but the CPUs interleave,
+    /// so the whole list is sorted again (a handful of changes per trial).
     fn drain(&mut self) {
-        let mut fresh = Vec::new();
         for i in 0..self.rings.len() {
-            let records = read_ring(&mut self.rings[i]);
-            for r in records {
+            for r in read_ring(&mut self.rings[i]) {
                 match r {
                     Record::Lost(n) => self.lost += n,
                     Record::Sample { time_ns, raw } => {
                         if let Some(c) = self.decode(time_ns, &raw) {
-                            fresh.push(c);
+                            self.changes.push(c);
                         }
                     }
                 }
             }
         }
-        fresh.sort_by_key(|c| c.at);
-        self.changes.extend(fresh);
         self.changes.sort_by_key(|c| c.at);
     }
 

@@ -15,16 +15,7 @@ const TRANSFER_STALL: Duration = Duration::from_secs(3);
 impl Run<'_> {
     pub(super) fn send(&mut self, step: &Step, spec: &SendSpec) -> Result<(), Failure> {
         if spec.delay > Duration::ZERO {
-            let from = match &spec.since {
-                Some(name) => self.named.get(name).map(|(at, _)| *at).ok_or_else(|| {
-                    self.fail(
-                        step,
-                        format!("`since: {name}`: that step has not happened"),
-                        Vec::new(),
-                    )
-                })?,
-                None => self.anchor,
-            };
+            let (from, _) = self.anchor_of(step, spec.since.as_deref())?;
             sleep_until(from + spec.delay);
         }
         let at = self.transmit(step, spec, &spec.conn)?;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::trace::Source;
+use super::trace::{appears_in_order, states_of, Source};
 use super::{deadline_of, matching, noise, offset_text, Failure, Run};
 use crate::observe::{SockInfo, TcpState};
 use crate::script::values::show_duration;
@@ -101,14 +101,7 @@ impl Run<'_> {
             TimerCheck::Range(lo, hi) => return Ok((lo, hi)),
             TimerCheck::Armed(t) => self.profile.armed(t),
         };
-        let w = Window {
-            after: None,
-            within: Duration::ZERO,
-            since: since.clone(),
-            retransmission: None,
-            timer: None,
-        };
-        let (from, _) = self.window_start(step, &w)?;
+        let (from, _) = self.anchor_of(step, since.as_deref())?;
         let elapsed_lo = read_from.duration_since(from).unwrap_or_default();
         let elapsed_hi =
             read_to.duration_since(from).unwrap_or_default() + noise::worst(from, read_to);
@@ -222,13 +215,11 @@ impl Run<'_> {
     ) -> Result<(), Failure> {
         self.sample();
         self.update_exact_trace();
-        let got: Vec<Option<TcpState>> = self.trace.states.iter().map(|(_, s)| *s).collect();
-        let exact = self.trace.source == Source::Tracepoint;
-        let ok = if exact {
+        let got = states_of(self.trace.states());
+        let ok = if self.trace.source == Source::Tracepoint {
             got == want
         } else {
-            let mut it = want.iter();
-            got.iter().all(|g| it.any(|w| w == g))
+            appears_in_order(&got, want)
         };
         if ok {
             return Ok(());

@@ -33,10 +33,9 @@ pub enum Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            Source::Sampled => f.write_str("sampled with sock_diag after every step"),
-            Source::SampledBecause(why) => {
-                write!(f, "sampled with sock_diag after every step ({why})")
-            }
+            // sock_diag for the kernel, the agent's `state` replies for an agent.
+            Source::Sampled => f.write_str("sampled after every step"),
+            Source::SampledBecause(why) => write!(f, "sampled after every step ({why})"),
             Source::Tracepoint => {
                 f.write_str("every transition, from the sock:inet_sock_set_state tracepoint")
             }
@@ -57,9 +56,9 @@ impl Source {
 #[derive(Clone, Debug, Default)]
 pub struct Trace {
     /// What sock_diag showed, changes only.
-    pub sampled: Vec<Entry>,
-    /// The trace the report shows: the exact one when there is one, else `sampled`.
-    pub states: Vec<Entry>,
+    sampled: Vec<Entry>,
+    /// The tracepoint's trace merged with the samples, when the two agree.
+    exact: Option<Vec<Entry>>,
     pub source: Source,
 }
 
@@ -67,39 +66,40 @@ impl Trace {
     /// Records a sample; only changes are kept, and nothing before the socket first exists.
     pub fn record(&mut self, at: SystemTime, state: Option<TcpState>) {
         push_change(&mut self.sampled, at, state);
-        if self.source != Source::Tracepoint {
-            self.states = self.sampled.clone();
-        }
+    }
+
+    /// The trace the report shows: the exact one when there is one, else the samples.
+    pub fn states(&self) -> &[Entry] {
+        self.exact.as_deref().unwrap_or(&self.sampled)
     }
 
     /// Takes the tracepoint's changes of the connection (already narrowed to its 4-tuple)
     /// and, if the samples agree with them, makes the exact trace the one reported.
     pub fn use_changes(&mut self, changes: &[Change], lost: u64) {
+        self.exact = None;
         if lost > 0 {
             self.source = Source::SampledBecause(format!("the tracepoint lost {lost} event(s)"));
-            self.states = self.sampled.clone();
             return;
         }
         let exact = merge(changes, &self.sampled);
-        if !is_subsequence(&self.sampled, &exact) {
+        if !appears_in_order(&states_of(&self.sampled), &states_of(&exact)) {
             self.source = Source::SampledBecause(
                 "the tracepoint's events disagree with sock_diag; another connection to the same address?"
                     .into(),
             );
-            self.states = self.sampled.clone();
             return;
         }
-        self.states = exact;
+        self.exact = Some(exact);
         self.source = Source::Tracepoint;
     }
 
     /// The trace with times relative to the first state: `ESTABLISHED +0.000s → FIN_WAIT_1 +0.004s`.
     pub fn timeline(&self) -> String {
-        let Some((t0, _)) = self.states.first() else {
+        let Some((t0, _)) = self.states().first() else {
             return self.to_string();
         };
         let parts: Vec<String> = self
-            .states
+            .states()
             .iter()
             .map(|(at, s)| {
                 let dt = at.duration_since(*t0).unwrap_or_default();
@@ -110,7 +110,7 @@ impl Trace {
     }
 
     pub fn names(&self) -> Vec<&'static str> {
-        self.states.iter().map(|(_, s)| name(*s)).collect()
+        self.states().iter().map(|(_, s)| name(*s)).collect()
     }
 }
 
@@ -165,15 +165,21 @@ fn merge(changes: &[Change], sampled: &[Entry]) -> Vec<Entry> {
     out
 }
 
-/// Whether every sampled state shows up in the exact trace, in order.
-fn is_subsequence(sampled: &[Entry], exact: &[Entry]) -> bool {
-    let mut it = exact.iter().map(|(_, s)| *s);
-    sampled.iter().all(|(_, s)| it.any(|e| e == *s))
+/// The states of a trace, without their times.
+pub fn states_of(entries: &[Entry]) -> Vec<Option<TcpState>> {
+    entries.iter().map(|(_, s)| *s).collect()
+}
+
+/// Whether every state of `seen` shows up in `all`, in order (others may come between):
+/// what samples, which can miss a short state, must satisfy against a complete trace.
+pub fn appears_in_order(seen: &[Option<TcpState>], all: &[Option<TcpState>]) -> bool {
+    let mut it = all.iter();
+    seen.iter().all(|s| it.any(|a| a == s))
 }
 
 impl fmt::Display for Trace {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.states.is_empty() {
+        if self.states().is_empty() {
             return f.write_str("(the connection's socket was never seen)");
         }
         f.write_str(&self.names().join(" → "))
@@ -235,7 +241,7 @@ mod tests {
             ]
         );
         // TIME_WAIT began at the hand-over, 8 ms before it was sampled.
-        assert_eq!(tr.states[4].0, t(12));
+        assert_eq!(tr.states()[4].0, t(12));
     }
 
     #[test]
@@ -256,7 +262,7 @@ mod tests {
         }
         tr.use_changes(&changes, 0);
         assert_eq!(tr.names(), ["FIN_WAIT_1", "FIN_WAIT_2", "CLOSED"]);
-        assert_eq!(tr.states[2].0, t(3004));
+        assert_eq!(tr.states()[2].0, t(3004));
     }
 
     #[test]
