@@ -222,10 +222,7 @@ fn active_close_trial(runs: usize) -> Result<Stats, String> {
     let file = Path::new("suites/close/active-close.yaml");
     let sc = script::parse(ACTIVE_CLOSE, file, "close").map_err(|e| e.to_string())?;
     let dir = scratch_dir();
-    let cfg = TrialConfig {
-        pcap_dir: dir.clone(),
-        stack: Default::default(),
-    };
+    let cfg = TrialConfig::new(dir.clone(), Default::default());
     let mut samples = Vec::with_capacity(runs);
     let mut result = Ok(());
     for _ in 0..runs {

@@ -17,6 +17,8 @@ use crate::{privilege, suite};
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
+/// No trial failed, but some were still inconclusive (the harness was late) after retries.
+pub const EXIT_INCONCLUSIVE: i32 = 3;
 
 const USAGE: &str = "\
 halfclose: a conformance harness for TCP connection teardown
@@ -26,6 +28,7 @@ USAGE:
                     [--ignored] [--include-ignored] [--test-threads N]
                     [--format pretty|terse|json] [--json FILE] [--junit FILE]
                     [--expectations FILE] [--stack linux|smoltcp | --agent CMD]
+                    [--retries N]
     halfclose check FILES…           validate scripts only; nothing is sent
     halfclose list  [PATHS…]         list the trials
     halfclose bench [--runs N] [--json]
@@ -36,7 +39,10 @@ USAGE:
 
 PATHS are scenario files or directories (default: suites). Captures go to
 DIR/<family>/<group>/<name>.pcapng (default DIR: target/halfclose).
-Exit status: 0 all passed, 1 a trial failed, 2 bad input or no privileges.";
+A trial whose run the harness's own lateness may have decided is inconclusive and is rerun,
+up to --retries N more times (default 2).
+Exit status: 0 all passed, 1 a trial failed, 2 bad input or no privileges, 3 none failed but
+some stayed inconclusive after their retries.";
 
 pub fn main() -> i32 {
     // Before anything can start a thread: entering a user namespace needs a single thread.
@@ -92,6 +98,8 @@ struct RunOpts {
     stack: Option<String>,
     agent: Option<String>,
     pcap_dir_given: bool,
+    /// Reruns of an inconclusive trial (`--retries N`).
+    retries: u32,
     test: Arguments,
 }
 
@@ -106,6 +114,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         stack: None,
         agent: None,
         pcap_dir_given: false,
+        retries: crate::runner::DEFAULT_TRIES - 1,
         test: Arguments::default(),
     };
     let mut it = args.iter();
@@ -132,6 +141,14 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "--json" => o.json = Some(value("--json")?.into()),
             "--junit" => o.junit = Some(value("--junit")?.into()),
             "--expectations" => o.expectations = Some(value("--expectations")?.into()),
+            "--retries" => {
+                let n = value("--retries")?;
+                o.retries = n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 100)
+                    .ok_or(format!("--retries: `{n}` is not a number from 0 to 100"))?;
+            }
             "--test-threads" => {
                 let n = value("--test-threads")?;
                 o.test.test_threads = Some(
@@ -202,7 +219,10 @@ fn cmd_run(args: &[String]) -> i32 {
         (Stack::Agent { .. }, false) => opts.pcap_dir.join(stack.short_name()),
         _ => opts.pcap_dir.clone(),
     };
-    let cfg = TrialConfig { pcap_dir, stack };
+    let cfg = TrialConfig {
+        tries: opts.retries + 1,
+        ..TrialConfig::new(pcap_dir, stack)
+    };
     let expected = match load_expectations(&opts, &cfg.stack) {
         Ok(e) => e,
         Err(code) => return code,
@@ -212,8 +232,21 @@ fn cmd_run(args: &[String]) -> i32 {
     if let Err(code) = write_reports(&opts, &records) {
         return code;
     }
-    if conclusion.has_failed() {
+    exit_code(&conclusion, &records)
+}
+
+/// 1 when a trial failed, 3 when none failed but some stayed inconclusive after their
+/// retries, else 0. Printed with a summary when anything was rerun or left inconclusive.
+pub fn exit_code(conclusion: &libtest_mimic::Conclusion, records: &Records) -> i32 {
+    let recs = records.lock().unwrap_or_else(|e| e.into_inner());
+    let summary = report::Summary::of(&recs);
+    if summary.reruns > 0 || summary.inconclusive > 0 {
+        eprintln!("halfclose: {summary}");
+    }
+    if summary.failed > 0 || (conclusion.has_failed() && summary.inconclusive == 0) {
         EXIT_FAILED
+    } else if summary.inconclusive > 0 {
+        EXIT_INCONCLUSIVE
     } else {
         EXIT_OK
     }

@@ -89,7 +89,8 @@ fn run(stack: Stack, suites: &Path, expectations: Option<&Path>) -> ! {
         loaded.without_slow();
     }
     let records = Arc::new(Mutex::new(Vec::new()));
-    let cfg = TrialConfig { pcap_dir, stack };
+    let cfg = TrialConfig::new(pcap_dir, stack);
     let trials = report::trials(&loaded.scenarios, &loaded.errors, &cfg, &records, &expected);
-    schedule::run(&args, trials).exit()
+    let conclusion = schedule::run(&args, trials);
+    std::process::exit(cli::exit_code(&conclusion, &records))
 }

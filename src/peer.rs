@@ -9,7 +9,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,6 +24,13 @@ use crate::script::{OptSpec, PeerConfig, SendSpec};
 use crate::topology::{self, Topology};
 use crate::wire::{self, Endpoints, Frame, TcpFlags, TcpOption, TcpRepr};
 use crate::Family;
+
+mod inbox;
+mod transmit;
+
+pub use inbox::Inbox;
+pub use transmit::Sent;
+use transmit::Transmitter;
 
 /// A TCP segment from the SUT, as the receive thread saw it.
 #[derive(Clone, Debug)]
@@ -41,9 +48,13 @@ pub struct Arrival {
 pub struct Link {
     /// Taken by `drop`, which closes it off the trial's path.
     sock: Option<Arc<OwnedFd>>,
+    /// Sends the peer's frames and reads back when they left.
+    tx: Mutex<Option<Transmitter>>,
     stop: Arc<EventFd>,
+    /// Asks the receive thread to look at the socket now.
+    look: Arc<EventFd>,
     rx: Option<JoinHandle<()>>,
-    arrivals: Receiver<Arrival>,
+    inbox: Arc<Inbox>,
     ready: Receiver<()>,
     capture: Arc<Mutex<Capture>>,
     /// The addresses the peer plays in this trial.
@@ -63,31 +74,39 @@ impl Link {
     /// Opens the packet socket inside the peer netns and starts the receive thread.
     pub fn start(topo: &Topology, capture: Arc<Mutex<Capture>>) -> io::Result<Link> {
         let ifindex = topo.peer_ifindex();
-        let sock = topo
-            .run_in_peer(move || open_packet_socket(ifindex))
+        let (sock, tx) = topo
+            .run_in_peer(move || -> io::Result<_> {
+                Ok((open_packet_socket(ifindex)?, Transmitter::open(ifindex)?))
+            })
             .map_err(|e| io::Error::other(e.to_string()))??;
         let sock = Arc::new(sock);
         let stop = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?);
-        let (tx, arrivals) = mpsc::channel();
+        let look = Arc::new(EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        let inbox = Arc::new(Inbox::default());
         let (ready_tx, ready) = mpsc::channel();
         let (peer_v4, peer_v6) = peer_addrs(topo);
         let responder = Responder {
             sock: sock.clone(),
             capture: capture.clone(),
-            tx,
+            inbox: inbox.clone(),
             ready: ready_tx,
             peer_v4,
             peer_v6,
         };
-        let stop2 = stop.clone();
+        let (stop2, look2) = (stop.clone(), look.clone());
         let rx = std::thread::Builder::new()
             .name("halfclose-rx".into())
-            .spawn(move || responder.run(&stop2))?;
+            .spawn(move || responder.run(&stop2, &look2))?;
         Ok(Link {
             sock: Some(sock),
+            tx: Mutex::new(Some(tx)),
             stop,
+            look,
             rx: Some(rx),
-            arrivals,
+            inbox,
             ready,
             capture,
             peer_v4,
@@ -131,27 +150,40 @@ impl Link {
         )))
     }
 
-    /// Sends a frame and records it. Returns the time taken just before the send (the anchor
-    /// for replies, which the SUT may emit before `send` returns) and the capture index.
-    pub fn send(&self, frame: Vec<u8>, comment: String) -> io::Result<(SystemTime, usize)> {
-        let at = SystemTime::now();
-        let fd = self.sock.as_ref().map_or(-1, |s| s.as_raw_fd());
-        let result = send_frame(fd, &frame);
-        let comment = match &result {
-            Ok(()) => comment,
-            Err(e) => format!("SEND FAILED ({e}): {comment}"),
+    /// Sends a frame and records it at the kernel's transmit timestamp. Returns when it left
+    /// (see [`Sent`]) and the capture index.
+    pub fn send(&self, frame: Vec<u8>, comment: String) -> io::Result<(Sent, usize)> {
+        let result = {
+            let mut tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            match tx.as_mut() {
+                Some(tx) => tx.send(&frame),
+                None => Err(io::Error::other("the link is stopped")),
+            }
+        };
+        let (at, comment) = match &result {
+            Ok(sent) if sent.stamped => (sent.at, comment),
+            Ok(sent) => (
+                sent.at,
+                format!("{comment} (no kernel transmit timestamp: time taken before the send)"),
+            ),
+            Err(e) => (SystemTime::now(), format!("SEND FAILED ({e}): {comment}")),
         };
         let idx =
             self.capture
                 .lock()
                 .expect("capture lock")
                 .push(at, Direction::ToSut, frame, comment);
-        result.map(|()| (at, idx))
+        result.map(|sent| (sent, idx))
     }
 
-    /// Records a frame the script dropped: in the capture, marked, but never on the wire.
-    pub fn record_dropped(&self, frame: Vec<u8>, comment: String) -> (SystemTime, usize) {
-        let at = SystemTime::now();
+    /// Records a frame the script dropped, at the moment it would have left: in the capture,
+    /// marked, but never on the wire.
+    pub fn record_dropped(
+        &self,
+        at: SystemTime,
+        frame: Vec<u8>,
+        comment: String,
+    ) -> (SystemTime, usize) {
         (
             at,
             self.capture
@@ -161,13 +193,18 @@ impl Link {
         )
     }
 
-    /// The next SUT segment, waiting until `deadline` at most.
-    pub fn next_arrival(&self, deadline: Instant) -> Option<Arrival> {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match self.arrivals.recv_timeout(wait) {
-            Ok(a) => Some(a),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+    /// The next SUT segment the kernel stamped at or before `until`; None once the
+    /// timestamps prove there was none (see [`Inbox`]), however late the harness looks.
+    pub fn arrival_by(&self, until: SystemTime) -> Option<Arrival> {
+        self.inbox.first_by(until, || {
+            let _ = self.look.write(1);
+        })
+    }
+
+    /// Segments that reached the harness after it had judged their moment empty: (capture
+    /// index, kernel timestamp, the moment judged).
+    pub fn late_deliveries(&self) -> Vec<(usize, SystemTime, SystemTime)> {
+        self.inbox.late_deliveries()
     }
 
     pub fn comment(&self, frame: usize, text: String) {
@@ -183,7 +220,7 @@ impl Link {
         if let Some(h) = self.rx.take() {
             let _ = h.join();
         }
-        self.arrivals.try_iter().collect()
+        self.inbox.take_all()
     }
 }
 
@@ -192,10 +229,11 @@ impl Drop for Link {
         self.stop();
         // Closing a packet socket waits for an RCU grace period (synchronize_net in
         // packet_release), 10–15 ms here: a short-lived thread waits instead of the trial.
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(sock) = self.sock.take() {
             let _ = std::thread::Builder::new()
                 .name("halfclose-close".into())
-                .spawn(move || drop(sock));
+                .spawn(move || drop((sock, tx)));
         }
     }
 }
@@ -217,6 +255,12 @@ pub fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
     // Room for bursts (B7 bulk data) while the runner is busy.
     set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20)?;
+    bind_packet(fd, ifindex, proto)?;
+    Ok(sock)
+}
+
+/// Binds a packet socket to one interface; `proto` 0 hooks it to no receive path.
+fn bind_packet(fd: RawFd, ifindex: u32, proto: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
@@ -233,7 +277,7 @@ pub fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(sock)
+    Ok(())
 }
 
 /// One frame from a packet socket made by [`open_packet_socket`], with the kernel's receive
@@ -284,7 +328,7 @@ fn send_frame(fd: RawFd, frame: &[u8]) -> io::Result<()> {
 struct Responder {
     sock: Arc<OwnedFd>,
     capture: Arc<Mutex<Capture>>,
-    tx: mpsc::Sender<Arrival>,
+    inbox: Arc<Inbox>,
     /// Told when the SUT answers a readiness probe.
     ready: mpsc::Sender<()>,
     peer_v4: Ipv4Addr,
@@ -292,25 +336,42 @@ struct Responder {
 }
 
 impl Responder {
-    fn run(self, stop: &EventFd) {
+    fn run(self, stop: &EventFd, look: &EventFd) {
+        // The runner's verdicts wait on this thread's looks: keep it ahead of the load.
+        let _rt = crate::realtime::Realtime::enter();
         let mut buf = vec![0u8; 65536 + 64];
         loop {
             let mut fds = [
                 PollFd::new(self.sock.as_fd_ref(), PollFlags::POLLIN),
                 PollFd::new(stop.as_fd_ref(), PollFlags::POLLIN),
+                PollFd::new(look.as_fd_ref(), PollFlags::POLLIN),
             ];
             if poll(&mut fds, PollTimeout::NONE).is_err() {
                 continue;
             }
-            if fds[1].any().unwrap_or(false) {
-                // Drain what already arrived so nothing the SUT sent escapes the verdict.
-                while let Some((at, len)) = self.recv(&mut buf, MsgFlags::MSG_DONTWAIT) {
-                    self.handle(at, &buf[..len]);
-                }
+            let stopping = fds[1].any().unwrap_or(false);
+            if fds[2].any().unwrap_or(false) {
+                let _ = look.read();
+            }
+            // Drain what already arrived (so nothing the SUT sent escapes the verdict), then
+            // say when the socket was last seen empty.
+            self.drain(&mut buf);
+            if stopping {
+                self.inbox.close();
                 return;
             }
-            if let Some((at, len)) = self.recv(&mut buf, MsgFlags::MSG_DONTWAIT) {
-                self.handle(at, &buf[..len]);
+        }
+    }
+
+    fn drain(&self, buf: &mut [u8]) {
+        loop {
+            let looked = SystemTime::now();
+            match self.recv(buf, MsgFlags::MSG_DONTWAIT) {
+                Some((at, len)) => self.handle(at, &buf[..len]),
+                None => {
+                    self.inbox.drained(looked);
+                    return;
+                }
             }
         }
     }
@@ -338,7 +399,7 @@ impl Responder {
                 .push(now, Direction::ToSut, reply, c);
         }
         if let Some((ep, tcp, checksum_ok)) = arrival {
-            let _ = self.tx.send(Arrival {
+            self.inbox.push(Arrival {
                 at,
                 frame: idx,
                 ep,

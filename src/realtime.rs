@@ -17,6 +17,10 @@ impl Realtime {
         // SAFETY: plain syscalls on the calling thread with valid arguments.
         unsafe {
             libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+            // Already real-time (an outer guard): leave it to that guard to restore.
+            if libc::sched_getscheduler(0) == libc::SCHED_FIFO {
+                return Realtime { entered: false };
+            }
             Realtime {
                 entered: libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0,
             }

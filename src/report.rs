@@ -32,6 +32,14 @@ pub struct Record {
     pub measurements: Vec<String>,
     /// The capability the SUT lacks, when the trial was skipped.
     pub skipped: Option<String>,
+    /// Runs made: 1, or more when earlier runs were inconclusive.
+    pub tries: u32,
+    /// Why each earlier run was inconclusive.
+    pub reruns: Vec<String>,
+    /// Why the last run was inconclusive, when every run was.
+    pub inconclusive: Option<String>,
+    /// Machine allowances (CPU steal) used in the judged run's windows.
+    pub allowances: Vec<String>,
 }
 
 impl Record {
@@ -49,6 +57,10 @@ impl Record {
             deviation: None,
             measurements: Vec::new(),
             skipped: Some(what.to_string()),
+            tries: 0,
+            reruns: Vec::new(),
+            inconclusive: None,
+            allowances: Vec::new(),
         }
     }
 
@@ -65,7 +77,83 @@ impl Record {
             deviation: None,
             measurements: v.measurements.clone(),
             skipped: None,
+            tries: 1,
+            reruns: Vec::new(),
+            inconclusive: v.excuse_text(),
+            allowances: v.allowances.clone(),
         }
+    }
+}
+
+/// Runs a trial until a run is conclusive, `cfg.tries` times at most. Returns the last run
+/// and why each earlier one was inconclusive.
+fn run_until_conclusive(
+    sc: &Scenario,
+    family: crate::Family,
+    cfg: &TrialConfig,
+) -> (Verdict, Vec<String>) {
+    let mut earlier = Vec::new();
+    loop {
+        let v = runner::run_trial(sc, family, cfg);
+        match v.excuse_text() {
+            Some(why) if (earlier.len() as u32 + 1) < cfg.tries => earlier.push(why),
+            _ => return (v, earlier),
+        }
+    }
+}
+
+/// Counts over a run's records, for the summary line and the reports.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub trials: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub inconclusive: usize,
+    pub skipped: usize,
+    /// Extra runs made because earlier runs were inconclusive.
+    pub reruns: usize,
+    /// Trials with at least one inconclusive run (rerun or left inconclusive).
+    pub with_inconclusive_runs: usize,
+}
+
+impl Summary {
+    pub fn of(records: &[Record]) -> Summary {
+        let mut s = Summary {
+            trials: records.len(),
+            ..Summary::default()
+        };
+        for r in records {
+            if r.skipped.is_some() {
+                s.skipped += 1;
+            } else if r.inconclusive.is_some() {
+                s.inconclusive += 1;
+            } else if r.passed {
+                s.passed += 1;
+            } else {
+                s.failed += 1;
+            }
+            s.reruns += r.reruns.len();
+            if !r.reruns.is_empty() || r.inconclusive.is_some() {
+                s.with_inconclusive_runs += 1;
+            }
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} trials: {} passed, {} failed, {} inconclusive, {} skipped; {} rerun(s) of {} trial(s) whose runs were inconclusive",
+            self.trials,
+            self.passed,
+            self.failed,
+            self.inconclusive,
+            self.skipped,
+            self.reruns,
+            self.with_inconclusive_runs
+        )
     }
 }
 
@@ -104,10 +192,23 @@ pub fn trials(
                     )));
                 }
                 let _progress = schedule::started(&name, estimate);
-                let v = runner::run_trial(&sc, family, &cfg);
+                let (v, earlier) = run_until_conclusive(&sc, family, &cfg);
                 let mut record = Record::of(&v, &sc);
-                let verdict = judge(v.failure_text(), deviation.as_ref());
+                record.tries = earlier.len() as u32 + 1;
+                record.reruns = earlier;
+                let verdict = match &record.inconclusive {
+                    Some(why) => Err(format!(
+                        "INCONCLUSIVE after {} run(s), each decided by the harness's own lateness; the last: {why}{}",
+                        record.tries,
+                        v.failure_text().map(|f| format!("\n{f}")).unwrap_or_default()
+                    )),
+                    None => judge(v.failure_text(), deviation.as_ref()),
+                };
                 record.passed = verdict.is_ok();
+                if record.failure.is_none() {
+                    // A stale expectation fails with no failure of the SUT's: say why.
+                    record.failure = verdict.as_ref().err().cloned();
+                }
                 record.deviation = deviation.map(|(d, _)| d.reason);
                 records.lock().expect("records lock").push(record);
                 verdict
@@ -156,25 +257,42 @@ pub fn json(records: &[Record]) -> String {
         .iter()
         .map(|r| {
             serde_json::json!({
-                "name": r.name, "file": r.file, "passed": r.passed, "seconds": r.seconds,
+                "name": r.name, "file": r.file, "verdict": verdict_word(r), "passed": r.passed, "seconds": r.seconds,
                 "failure": r.failure, "states": r.states, "states_source": r.states_source, "pcap": r.pcap, "deviation": r.deviation, "measurements": r.measurements, "skipped": r.skipped,
+                "tries": r.tries, "reruns": r.reruns, "inconclusive": r.inconclusive, "allowances": r.allowances,
             })
         })
         .collect();
-    let passed = records.iter().filter(|r| r.passed).count();
-    serde_json::json!({ "trials": items, "passed": passed, "failed": records.len() - passed })
-        .to_string()
+    let s = Summary::of(records);
+    serde_json::json!({
+        "trials": items, "passed": s.passed, "failed": s.failed, "inconclusive": s.inconclusive,
+        "skipped": s.skipped, "reruns": s.reruns, "trials_with_inconclusive_runs": s.with_inconclusive_runs,
+    })
+    .to_string()
+}
+
+/// passed, failed, inconclusive or skipped.
+fn verdict_word(r: &Record) -> &'static str {
+    match (&r.skipped, &r.inconclusive, r.passed) {
+        (Some(_), _, _) => "skipped",
+        (None, Some(_), _) => "inconclusive",
+        (None, None, true) => "passed",
+        (None, None, false) => "failed",
+    }
 }
 
 /// A JUnit XML report (one testsuite, one testcase per trial) for CI systems.
 pub fn junit(records: &[Record]) -> String {
-    let failed = records.iter().filter(|r| !r.passed).count();
+    let s = Summary::of(records);
     let total: f64 = records.iter().map(|r| r.seconds).sum();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
-        "<testsuite name=\"halfclose\" tests=\"{}\" failures=\"{failed}\" time=\"{total:.3}\">",
-        records.len()
+        "<testsuite name=\"halfclose\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{total:.3}\">",
+        records.len(),
+        s.failed,
+        s.inconclusive,
+        s.skipped
     );
     for r in records {
         let (class, name) = r.name.rsplit_once("::").unwrap_or(("halfclose", &r.name));
@@ -185,6 +303,16 @@ pub fn junit(records: &[Record]) -> String {
             esc(name),
             r.seconds
         );
+        if let Some(why) = &r.inconclusive {
+            // Neither a pass nor a failure of the SUT: an error of the run, in JUnit's terms.
+            let _ = writeln!(
+                x,
+                ">\n    <error type=\"inconclusive\" message=\"{}\">{}</error>\n  </testcase>",
+                esc(why),
+                esc(r.failure.as_deref().unwrap_or(why))
+            );
+            continue;
+        }
         match (&r.failure, &r.skipped) {
             (None, Some(what)) => {
                 let _ = writeln!(
@@ -240,6 +368,10 @@ mod tests {
             deviation: None,
             measurements: Vec::new(),
             skipped: skipped.map(String::from),
+            tries: 1,
+            reruns: Vec::new(),
+            inconclusive: None,
+            allowances: Vec::new(),
         }
     }
 

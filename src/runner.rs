@@ -37,6 +37,22 @@ pub use trace::Trace;
 pub struct TrialConfig {
     pub pcap_dir: PathBuf,
     pub stack: Stack,
+    /// How many times a trial runs at most while its runs are inconclusive (the harness was
+    /// late); a trial is judged on its first conclusive run.
+    pub tries: u32,
+}
+
+/// Runs of a trial at most, unless `--retries` says otherwise: one, and two reruns.
+pub const DEFAULT_TRIES: u32 = 3;
+
+impl TrialConfig {
+    pub fn new(pcap_dir: PathBuf, stack: Stack) -> TrialConfig {
+        TrialConfig {
+            pcap_dir,
+            stack,
+            tries: DEFAULT_TRIES,
+        }
+    }
 }
 
 /// The system under test.
@@ -109,11 +125,38 @@ pub struct Verdict {
     pub measurements: Vec<String>,
     pub pcap: Option<PathBuf>,
     pub elapsed: Duration,
+    /// Why this run proves nothing either way: the harness was late (a send, a call, a wait,
+    /// a look at the socket) beyond its slack. Empty: the verdict stands.
+    pub excuses: Vec<String>,
+    /// Machine allowances used in time windows (CPU steal measured while they ran).
+    pub allowances: Vec<String>,
 }
 
 impl Verdict {
+    /// Passed with no excuse.
     pub fn passed(&self) -> bool {
-        self.failure.is_none()
+        self.failure.is_none() && self.excuses.is_empty()
+    }
+
+    /// The run proves nothing: the harness's own lateness may have decided it.
+    pub fn inconclusive(&self) -> bool {
+        !self.excuses.is_empty()
+    }
+
+    /// Why the run is inconclusive, one line.
+    pub fn excuse_text(&self) -> Option<String> {
+        if self.excuses.is_empty() {
+            return None;
+        }
+        let outcome = if self.failure.is_some() {
+            "it would have failed"
+        } else {
+            "it would have passed"
+        };
+        Some(format!(
+            "inconclusive ({outcome}): {}",
+            self.excuses.join("; ")
+        ))
     }
 
     /// The failure text: step and place, expected vs actual, the state trace, the capture.
@@ -155,10 +198,10 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
     )));
     let pcap = pcap_path(&cfg.pcap_dir, sc, family);
     let mut trace = Trace::default();
-    let mut measurements = Vec::new();
+    let mut notes = Notes::default();
     let cap2 = capture.clone();
     let trace_ref = &mut trace;
-    let notes_ref = &mut measurements;
+    let notes_ref = &mut notes;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         execute(sc, family, cfg, cap2, trace_ref, notes_ref)
     }));
@@ -170,7 +213,7 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
             details: Vec::new(),
         }),
     };
-    annotate(&capture, &failure, &trace, &measurements);
+    annotate(&capture, &failure, &trace, &notes);
     let written = capture
         .lock()
         .map(|c| c.write_pcapng(&pcap))
@@ -186,27 +229,43 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
         trial,
         failure,
         trace,
-        measurements,
+        measurements: notes.measurements,
         pcap,
         elapsed: started.elapsed(),
+        excuses: notes.excuses,
+        allowances: notes.allowances,
     }
 }
 
+/// What a trial writes down besides its verdict.
+#[derive(Default)]
+struct Notes {
+    measurements: Vec<String>,
+    excuses: Vec<String>,
+    allowances: Vec<String>,
+}
+
 /// The trial's verdict, state trace and measurements as comments on the whole capture.
-fn annotate(
-    capture: &Mutex<Capture>,
-    failure: &Option<Failure>,
-    trace: &Trace,
-    measurements: &[String],
-) {
+fn annotate(capture: &Mutex<Capture>, failure: &Option<Failure>, trace: &Trace, notes: &Notes) {
     let mut c = capture.lock().unwrap_or_else(|e| e.into_inner());
-    match failure {
-        None => c.add_note("verdict: passed".into()),
-        Some(f) => c.add_note(format!("verdict: FAILED at {}", f.heading)),
+    match (failure, notes.excuses.is_empty()) {
+        (None, true) => c.add_note("verdict: passed".into()),
+        (Some(f), true) => c.add_note(format!("verdict: FAILED at {}", f.heading)),
+        (None, false) => c.add_note("verdict: INCONCLUSIVE (it would have passed)".into()),
+        (Some(f), false) => c.add_note(format!(
+            "verdict: INCONCLUSIVE (it would have failed at {})",
+            f.heading
+        )),
+    }
+    for e in &notes.excuses {
+        c.add_note(format!("inconclusive because: {e}"));
     }
     c.add_note(format!("states ({}): {}", trace.source, trace.timeline()));
-    for m in measurements {
+    for m in &notes.measurements {
         c.add_note(format!("measured: {m}"));
+    }
+    for a in &notes.allowances {
+        c.add_note(format!("allowance: {a}"));
     }
 }
 
@@ -231,7 +290,7 @@ fn execute(
     cfg: &TrialConfig,
     capture: Arc<Mutex<Capture>>,
     trace: &mut Trace,
-    measurements: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<(), Failure> {
     let setup = crate::schedule::setup_permit();
     let (topo, sut, transitions) = match &cfg.stack {
@@ -265,6 +324,11 @@ fn execute(
     link.wait_ready(family)
         .map_err(|e| setup_failure("link", e))?;
     drop(setup);
+    // From here the runner decides when the peer's segments leave and when calls start: keep
+    // it ahead of the machine's load where allowed (its lateness is still measured). Not
+    // during setup: building namespaces is long kernel work that would hold a CPU from the
+    // other trials' timed threads, which share this priority.
+    let _rt = crate::realtime::Realtime::enter();
     let conns = sc
         .setup
         .connections
@@ -287,7 +351,9 @@ fn execute(
         sut,
         conns,
         trace,
-        measurements,
+        notes,
+        clock: SystemTime::now(),
+        started: SystemTime::now(),
         anchor: SystemTime::now(),
         anchor_what: "the start of the trial".into(),
         named: HashMap::new(),
@@ -328,7 +394,11 @@ struct Run<'a> {
     conns: Vec<(String, PeerConn)>,
     /// The state trace of `conn`.
     trace: &'a mut Trace,
-    measurements: &'a mut Vec<String>,
+    notes: &'a mut Notes,
+    /// When the previous step ended: the moment the next one is due to start.
+    clock: SystemTime,
+    /// When the steps began, for messages.
+    started: SystemTime,
     /// The previous timed event: windows are measured from here unless `since:` says otherwise.
     anchor: SystemTime,
     anchor_what: String,
@@ -365,7 +435,10 @@ impl Run<'_> {
             Action::Quiet(d) => self.quiet(step, *d),
             Action::Transitions(want) => self.transitions_so_far(step, want),
             Action::Wait(d) => {
-                std::thread::sleep(*d);
+                let due = self.clock + *d;
+                sleep_until(due);
+                self.check_late(step, "the end of the wait", due, SystemTime::now());
+                self.clock = due;
                 Ok(())
             }
             Action::Call {
@@ -480,7 +553,9 @@ impl Run<'_> {
         )
     }
 
+    /// Records a timed event: later windows count from it, and the next step is due then.
     fn mark(&mut self, step: &Step, at: SystemTime, what: String) {
+        self.clock = at;
         self.anchor = at;
         self.anchor_what = what.clone();
         if let Some(n) = &step.name {
@@ -523,8 +598,9 @@ impl Run<'_> {
 
     fn sample(&mut self) {
         let (local, remote) = self.addrs(DEFAULT_CONN);
+        let asked = SystemTime::now();
         if let Ok(info) = self.sut.connection(local, remote) {
-            self.trace.record(SystemTime::now(), info.map(|i| i.state));
+            self.trace.record(asked, info.map(|i| i.state));
         }
     }
 
@@ -549,7 +625,7 @@ impl Run<'_> {
     fn final_quiet(&mut self) -> Result<(), Failure> {
         let last = self.sc.steps.last().expect("a scenario has steps");
         let d = self.sc.setup.final_quiet;
-        if let Some(got) = self.link.next_arrival(Instant::now() + d) {
+        if let Some(got) = self.link.arrival_by(self.clock + d) {
             let during = format!(
                 "the closing quiet period ({}) after the last step",
                 show_duration(d)
@@ -559,9 +635,19 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Stops the link and marks what nobody claimed.
+    /// Stops the link and marks what nobody claimed; a segment that reached the harness
+    /// after it had judged its moment empty makes the trial inconclusive.
     fn finish(&mut self) {
-        for got in self.link.stop() {
+        let leftover = self.link.stop();
+        for (frame, at, judged) in self.link.late_deliveries() {
+            self.excuse(format!(
+                "a SUT segment stamped {} reached the harness after it had judged the moment {} empty (capture frame {})",
+                offset_text(at, self.started),
+                offset_text(judged, self.started),
+                frame + 1
+            ));
+        }
+        for got in leftover {
             let actual = self.conn_of(&got.tcp).describe_received(&got.tcp);
             self.link.comment(
                 got.frame,
@@ -571,6 +657,61 @@ impl Run<'_> {
         self.sample();
         self.update_exact_trace();
         self.sut.close_all();
+    }
+}
+
+/// How long a window's end is waited for beyond its nominal close, so a late segment is
+/// reported with its time rather than as missing.
+pub const WAIT_BEYOND: Duration = Duration::from_millis(100);
+
+impl Run<'_> {
+    /// Something the harness did late, or could not measure, makes the run prove nothing.
+    fn excuse(&mut self, why: String) {
+        tracing::debug!("inconclusive: {why}");
+        self.notes.excuses.push(why);
+    }
+
+    /// A step that began (or a segment that left) later than the harness's slack after it
+    /// was due: the SUT saw a different timing than the script's.
+    fn check_late(&mut self, step: &Step, what: &str, due: SystemTime, at: SystemTime) {
+        let slack = self.profile.harness_slack();
+        let late = at.duration_since(due).unwrap_or_default();
+        if late > slack {
+            let place = self.short_place(step);
+            self.excuse(format!(
+                "{place}: {what} was {} late (the harness's slack is {})",
+                show_precise(late),
+                show_duration(slack)
+            ));
+        }
+    }
+
+    /// The machine's allowance for a window `[from, to]`: CPU time the host took from this
+    /// machine meanwhile (steal), which delays the SUT's timers as much as anything. Noted
+    /// in the verdict when not zero.
+    fn allowance(&mut self, step: &Step, from: SystemTime, to: SystemTime) -> Duration {
+        let stolen = noise::steal(from, to);
+        if !stolen.is_zero() {
+            let place = self.short_place(step);
+            self.notes.allowances.push(format!(
+                "{place}: {} of CPU steal measured in its window",
+                show_precise(stolen)
+            ));
+        }
+        stolen
+    }
+
+    /// A moment the harness measured itself (a call's return): if its threads were held up
+    /// around it beyond the slack, the moment may be late.
+    fn check_stall(&mut self, step: &Step, what: &str, from: SystemTime, to: SystemTime) {
+        let stall = noise::harness_stall(from, to);
+        if stall > self.profile.harness_slack() {
+            let place = self.short_place(step);
+            self.excuse(format!(
+                "{place}: the harness was held up {} while it measured {what}",
+                show_precise(stall)
+            ));
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Steps of the SUT application: `call` and `await`, with every read checked against what
 //! the peer sent.
 
-use super::{deadline_of, matching, noise, offset_text, Failure, Run};
+use super::{deadline_of, matching, offset_text, Failure, Run, WAIT_BEYOND};
 use crate::script::values::show_duration;
 use crate::script::{Call, Func, Step, Window, DEFAULT_CONN};
 use crate::sut::{self, CallResult, Completed};
@@ -35,11 +35,16 @@ impl Run<'_> {
             return Err(self.mismatch(step, format!("call {}", call.text), sut::show_outcome(&call.outcome), format!("still blocked after {}; a call that blocks needs `background: true` and an `await` step", show_duration(timeout))));
         };
         self.check_call(step, call, &done)?;
+        let due = self.clock;
+        self.check_late(step, "the call", due, done.started);
+        self.check_stall(step, "the call", done.started, done.ended);
         self.mark(
             step,
             done.started,
             format!("the call at line {}", step.loc.line),
         );
+        // The next step follows the call's return.
+        self.clock = done.ended;
         Ok(())
     }
 
@@ -87,6 +92,8 @@ impl Run<'_> {
                     vec![("error:".into(), e)],
                 )
             })?;
+        let due = self.clock;
+        self.check_late(step, "the background call", due, started);
         self.background.insert(name, (call.clone(), started));
         self.mark(
             step,
@@ -113,11 +120,10 @@ impl Run<'_> {
             Some(_) => self.window_start(step, w)?,
             None => (started, format!("the start of `{}`", call.text)),
         };
-        let Some(done) = self.sut.collect(
-            name,
-            &call,
-            deadline_of(from + w.within + noise::WAIT_BEYOND),
-        ) else {
+        let Some(done) = self
+            .sut
+            .collect(name, &call, deadline_of(from + w.within + WAIT_BEYOND))
+        else {
             let want = format!(
                 "`{}` returns {} {}",
                 call.text,
@@ -135,7 +141,15 @@ impl Run<'_> {
             ));
         };
         self.check_call(step, &call, &done)?;
-        if let Err(why) = matching::check_time(w, done.ended, from) {
+        // The return is the harness's own measurement: held-up threads make it late.
+        self.check_stall(
+            step,
+            &format!("the return of `{}`", call.text),
+            done.ended - self.profile.harness_slack(),
+            done.ended,
+        );
+        let allowance = self.allowance(step, from, done.ended.max(from + w.within));
+        if let Err(why) = matching::check_time(w, done.ended, from, allowance) {
             return Err(self.mismatch(
                 step,
                 format!("await {name}"),

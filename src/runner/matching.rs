@@ -2,7 +2,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::noise;
 use crate::peer::{Arrival, PeerConn};
 use crate::script::values::show_duration;
 use crate::script::{ExpectSpec, OptSpec, Window};
@@ -146,17 +145,22 @@ fn options_match(want: &[OptSpec], got: &[TcpOption]) -> bool {
 /// The event must not precede its anchor (scripts list events in the order they happen), must
 /// not come before `after`, and must come by `within`.
 ///
-/// Both edges move by the machine's stalls measured while the window ran (see `noise`): a
-/// stalled CPU delays the kernel's timers and the peer's timestamps alike.
-pub fn check_time(w: &Window, at: SystemTime, from: SystemTime) -> Result<(), String> {
-    let stall = noise::worst(from - NOISE_BEFORE, at.max(from + w.within));
+/// Both edges move by `allowance`: the CPU time the host took from the machine while the
+/// window ran (see `noise::steal`), which delays the SUT's timers. Nothing the harness itself
+/// did widens a window.
+pub fn check_time(
+    w: &Window,
+    at: SystemTime,
+    from: SystemTime,
+    allowance: Duration,
+) -> Result<(), String> {
     let noted = |text: String| {
-        if stall.is_zero() {
+        if allowance.is_zero() {
             text
         } else {
             format!(
-                "{text} (allowing {} of machine stalls measured meanwhile)",
-                show_precise(stall)
+                "{text} (allowing {} of CPU steal measured meanwhile)",
+                show_precise(allowance)
             )
         }
     };
@@ -169,14 +173,14 @@ pub fn check_time(w: &Window, at: SystemTime, from: SystemTime) -> Result<(), St
             ))
         }
     };
-    if let Some(after) = w.after.filter(|a| offset + stall < *a) {
+    if let Some(after) = w.after.filter(|a| offset + allowance < *a) {
         return Err(noted(format!(
             "too early: {} is before the window opens at {}",
             show_precise(offset),
             show_duration(after)
         )));
     }
-    if offset > w.within + stall {
+    if offset > w.within + allowance {
         return Err(noted(format!(
             "too late: {} is after the window closed at {}",
             show_precise(offset),
@@ -186,8 +190,36 @@ pub fn check_time(w: &Window, at: SystemTime, from: SystemTime) -> Result<(), St
     Ok(())
 }
 
-/// A stall just before the anchor can delay the anchor's own timestamp.
-const NOISE_BEFORE: Duration = Duration::from_millis(50);
+/// How a moment known only within `[lo, hi]` (a state the harness saw at `lo` and found
+/// gone at `hi`) stands against a window.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Wholly inside: whatever the true moment, it was in time.
+    Inside,
+    /// Wholly outside: whatever the true moment, it was not; the reason, for `hi` or `lo`.
+    Outside(String),
+    /// Across an edge: the harness looked too coarsely to say.
+    Across,
+}
+
+pub fn check_span(
+    w: &Window,
+    (lo, hi): (SystemTime, SystemTime),
+    from: SystemTime,
+    allowance: Duration,
+) -> Span {
+    let opens = from + w.after.unwrap_or_default();
+    let closes = from + w.within;
+    match (
+        check_time(w, lo, from, allowance),
+        check_time(w, hi, from, allowance),
+    ) {
+        (Ok(()), Ok(())) => Span::Inside,
+        (_, Err(why)) if hi + allowance < opens || hi < from => Span::Outside(why),
+        (Err(why), _) if lo > closes + allowance => Span::Outside(why),
+        _ => Span::Across,
+    }
+}
 
 fn show_precise(d: Duration) -> String {
     format!("{:.3}ms", d.as_secs_f64() * 1e3)

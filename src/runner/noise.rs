@@ -1,11 +1,15 @@
-//! How late this machine runs things right now, measured rather than assumed.
+//! How this machine disturbs a trial right now, measured rather than assumed, in two kinds
+//! that are used in opposite ways:
 //!
-//! On a VM the guest's CPUs can stop for milliseconds (the host runs something else), and a
-//! deferred softirq waits for a CPU; both delay the kernel's timers and the timestamps the
-//! peer takes. One thread per CPU (pinned, so a stall of either CPU shows) sleeps 1 ms at a
-//! time and records how late it wakes. A time window is widened by the worst lateness recorded
-//! during the interval it covers: the allowance is the noise that actually happened, not a
-//! tolerance chosen in advance.
+//! - **CPU steal** (`steal`): time the hypervisor ran something else instead of this VM's
+//!   CPUs, as the kernel accounts it in /proc/stat. Stolen time delays the SUT's timers and
+//!   softirqs as much as the harness's, so it is the one *allowance* a window may take: the
+//!   steal measured while the window ran, printed with the verdict.
+//! - **Harness stalls** (`harness_stall`): one thread per CPU (pinned, at real-time priority
+//!   where allowed) sleeps 1 ms at a time and records how late it wakes. A late wake-up means
+//!   the harness's own threads could not run (the process was stopped, or starved). That
+//!   never widens a window; it marks the moments the harness measured itself (a call's
+//!   return) as untrustworthy, which makes the trial inconclusive.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, OnceLock};
@@ -16,11 +20,15 @@ const TICK: Duration = Duration::from_millis(1);
 const RECORD_ABOVE: Duration = Duration::from_micros(500);
 /// Longest window a trial measures (TIME_WAIT and its slack), with room to spare.
 const KEEP: Duration = Duration::from_secs(180);
-/// How long a window's end is waited for beyond its nominal close, so noise can be measured.
-pub const WAIT_BEYOND: Duration = Duration::from_millis(100);
+/// How often /proc/stat is read for steal.
+const STEAL_EVERY: Duration = Duration::from_millis(10);
+/// /proc/stat counts in USER_HZ ticks.
+const USER_HZ_TICK: Duration = Duration::from_millis(10);
 
 /// Wake-ups that came late: when the thread woke, and how late.
 static STALLS: OnceLock<Mutex<VecDeque<(SystemTime, Duration)>>> = OnceLock::new();
+/// Steal samples: when read, and each CPU's steal so far (USER_HZ ticks).
+static STEAL: OnceLock<Mutex<VecDeque<(SystemTime, Vec<u64>)>>> = OnceLock::new();
 
 /// Starts the monitor threads once per process.
 pub fn start() {
@@ -30,15 +38,22 @@ pub fn start() {
             .min(8);
         for cpu in 0..cpus {
             let _ = std::thread::Builder::new()
-                .name(format!("halfclose-noise{cpu}"))
+                .name(format!("halfclose-stall{cpu}"))
                 .spawn(move || watch(cpu));
         }
+        Mutex::new(VecDeque::new())
+    });
+    STEAL.get_or_init(|| {
+        let _ = std::thread::Builder::new()
+            .name("halfclose-steal".into())
+            .spawn(sample_steal);
         Mutex::new(VecDeque::new())
     });
 }
 
 fn watch(cpu: usize) {
     pin_to(cpu);
+    let _rt = crate::realtime::Realtime::enter();
     loop {
         let t0 = Instant::now();
         std::thread::sleep(TICK);
@@ -70,9 +85,9 @@ fn record(at: SystemTime, late: Duration) {
     }
 }
 
-/// The worst stall that overlapped `[from, to]`: a wake-up at `w`, `late` late, means the CPU
-/// did not run this thread from `w − late − 1 ms` to `w`.
-pub fn worst(from: SystemTime, to: SystemTime) -> Duration {
+/// The worst harness stall that overlapped `[from, to]`: a wake-up at `w`, `late` late, means
+/// the thread did not run from `w − late − 1 ms` to `w`.
+pub fn harness_stall(from: SystemTime, to: SystemTime) -> Duration {
     let Some(stalls) = STALLS.get() else {
         return Duration::ZERO;
     };
@@ -82,6 +97,77 @@ pub fn worst(from: SystemTime, to: SystemTime) -> Duration {
         .map(|(_, late)| *late)
         .max()
         .unwrap_or_default()
+}
+
+fn sample_steal() {
+    loop {
+        if let Some(ticks) = read_steal() {
+            push_steal(SystemTime::now(), ticks);
+        }
+        std::thread::sleep(STEAL_EVERY);
+    }
+}
+
+fn push_steal(at: SystemTime, ticks: Vec<u64>) {
+    let Some(steal) = STEAL.get() else { return };
+    let mut s = steal.lock().unwrap_or_else(|e| e.into_inner());
+    s.push_back((at, ticks));
+    while s
+        .front()
+        .is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > KEEP)
+    {
+        s.pop_front();
+    }
+}
+
+/// Each CPU's steal from /proc/stat (the 8th value of a `cpuN` line).
+fn read_steal() -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(parse_steal(&text))
+}
+
+fn parse_steal(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(8)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// The most CPU time the host took from any one CPU during `[from, to]`: the steal between
+/// the last sample before `from` and the first after `to`, in whole USER_HZ ticks (the
+/// kernel's own resolution), never less than what was stolen.
+pub fn steal(from: SystemTime, to: SystemTime) -> Duration {
+    let Some(steal) = STEAL.get() else {
+        return Duration::ZERO;
+    };
+    let s = steal.lock().unwrap_or_else(|e| e.into_inner());
+    steal_between(&s, from, to)
+}
+
+fn steal_between(
+    s: &VecDeque<(SystemTime, Vec<u64>)>,
+    from: SystemTime,
+    to: SystemTime,
+) -> Duration {
+    let before = s.iter().rev().find(|(t, _)| *t <= from);
+    let after = s.iter().find(|(t, _)| *t >= to).or(s.back());
+    match (before, after) {
+        (Some((_, a)), Some((_, b))) => {
+            let most = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| y.saturating_sub(*x))
+                .max()
+                .unwrap_or(0);
+            USER_HZ_TICK * most as u32
+        }
+        _ => Duration::ZERO,
+    }
 }
 
 #[cfg(test)]
@@ -94,16 +180,39 @@ mod tests {
         let t = SystemTime::now() + Duration::from_secs(1000);
         record(t, Duration::from_millis(7));
         assert_eq!(
-            worst(t - Duration::from_millis(5), t - Duration::from_millis(4)),
+            harness_stall(t - Duration::from_millis(5), t - Duration::from_millis(4)),
             Duration::from_millis(7)
         );
         assert_eq!(
-            worst(t + Duration::from_millis(1), t + Duration::from_millis(2)),
+            harness_stall(t + Duration::from_millis(1), t + Duration::from_millis(2)),
             Duration::ZERO
         );
         assert_eq!(
-            worst(t - Duration::from_millis(20), t - Duration::from_millis(9)),
+            harness_stall(t - Duration::from_millis(20), t - Duration::from_millis(9)),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn steal_is_read_per_cpu() {
+        let text = "cpu  16807 0 2462 9770 110 0 14 18 0 0\n\
+                    cpu0 8310 0 1111 5139 20 0 3 8 0 0\n\
+                    cpu1 8496 0 1350 4630 90 0 10 10 0 0\nintr 5 6\n";
+        assert_eq!(parse_steal(text), vec![8, 10]);
+    }
+
+    #[test]
+    fn steal_counts_the_worst_cpu_across_the_window() {
+        let t = SystemTime::now();
+        let ms = Duration::from_millis;
+        let s: VecDeque<_> = [
+            (t, vec![5, 5]),
+            (t + ms(10), vec![5, 7]),
+            (t + ms(20), vec![6, 7]),
+            (t + ms(30), vec![6, 7]),
+        ]
+        .into();
+        assert_eq!(steal_between(&s, t + ms(1), t + ms(15)), ms(20));
+        assert_eq!(steal_between(&s, t + ms(21), t + ms(29)), Duration::ZERO);
     }
 }

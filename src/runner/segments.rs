@@ -1,8 +1,8 @@
 //! Steps on the wire: `send`, `expect`, `quiet` and `transfer`.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use super::{deadline_of, matching, noise, offset_text, sleep_until, Failure, Run};
+use super::{matching, offset_text, sleep_until, Failure, Run, WAIT_BEYOND};
 use crate::peer::{Arrival, PeerConn};
 use crate::script::values::show_duration;
 use crate::script::{ExpectSpec, SendSpec, SeqSpec, Step, Window};
@@ -13,22 +13,36 @@ use crate::wire::{self, TcpFlags};
 const TRANSFER_STALL: Duration = Duration::from_secs(3);
 
 impl Run<'_> {
+    /// Sends at its moment: right after the previous step, or `delay` after its anchor. The
+    /// segment's kernel transmit timestamp is what later windows count from; one that left
+    /// later than the harness's slack makes the trial inconclusive (the SUT saw another
+    /// script than the one written).
     pub(super) fn send(&mut self, step: &Step, spec: &SendSpec) -> Result<(), Failure> {
+        let mut due = self.clock;
         if spec.delay > Duration::ZERO {
             let (from, _) = self.anchor_of(step, spec.since.as_deref())?;
-            sleep_until(from + spec.delay);
+            due = due.max(from + spec.delay);
+            sleep_until(due);
         }
-        let at = self.transmit(step, spec, &spec.conn)?;
+        let at = self.transmit(step, spec, &spec.conn, due)?;
+        let what = if spec.drop {
+            "the dropped segment"
+        } else {
+            "the peer's segment"
+        };
+        self.check_late(step, what, due, at);
         self.mark(step, at, format!("the send at line {}", step.loc.line));
         Ok(())
     }
 
-    /// Builds, sends (or drops) and records one peer segment; returns when it left.
+    /// Builds, sends (or drops) and records one peer segment; returns when it left (a dropped
+    /// one "leaves" at `due` or now, whichever is later).
     fn transmit(
         &mut self,
         step: &Step,
         spec: &SendSpec,
         conn: &str,
+        due: SystemTime,
     ) -> Result<SystemTime, Failure> {
         let c = self.conn(conn);
         let tcp = c.build(spec);
@@ -38,18 +52,27 @@ impl Run<'_> {
         }
         let frame = wire::emit_tcp(topology::PEER_MAC, topology::SUT_MAC, c.ep, &tcp);
         let text = c.describe_sent(&tcp);
-        let (at, _) = if spec.drop {
+        let at = if spec.drop {
             let note = format!("NOT SENT: dropped by {}: {text}", self.short_place(step));
-            self.link.record_dropped(frame, note)
+            self.link
+                .record_dropped(due.max(SystemTime::now()), frame, note)
+                .0
         } else {
             let note = format!("sent by {}: {text}", self.short_place(step));
-            self.link.send(frame, note).map_err(|e| {
+            let (sent, _) = self.link.send(frame, note).map_err(|e| {
                 self.fail(
                     step,
                     format!("send {text}"),
                     vec![("error:".into(), e.to_string())],
                 )
-            })?
+            })?;
+            if !sent.stamped {
+                let place = self.short_place(step);
+                self.excuse(format!(
+                    "{place}: the kernel gave no transmit timestamp for {text}"
+                ));
+            }
+            sent.at
         };
         self.conn_mut(conn).on_sent(&tcp, at, spec.drop);
         Ok(at)
@@ -59,10 +82,7 @@ impl Run<'_> {
         let window = self.resolve_window(&spec.window, &spec.conn);
         let (from, from_what) = self.window_start(step, &window)?;
         let want = matching::describe_expect(spec);
-        let Some(got) = self
-            .link
-            .next_arrival(deadline_of(from + window.within + noise::WAIT_BEYOND))
-        else {
+        let Some(got) = self.link.arrival_by(from + window.within + WAIT_BEYOND) else {
             return Err(self.nothing_arrived(step, &window, &want, from, &from_what));
         };
         let conn = self.conn(&spec.conn);
@@ -93,7 +113,8 @@ impl Run<'_> {
                 format!("{actual}  ({why}), at {offset} after {from_what}"),
             ));
         }
-        if let Err(why) = matching::check_time(&window, got.at, from) {
+        let allowance = self.allowance(step, from, got.at.max(from + window.within));
+        if let Err(why) = matching::check_time(&window, got.at, from, allowance) {
             self.link.comment(
                 got.frame,
                 format!("LATE/EARLY: matched {} but {why}", self.short_place(step)),
@@ -149,7 +170,7 @@ impl Run<'_> {
         let grace = window
             .within
             .clamp(Duration::from_millis(200), Duration::from_secs(2));
-        let actual = match self.link.next_arrival(Instant::now() + grace) {
+        let actual = match self.link.arrival_by(from + window.within + grace) {
             Some(late) => {
                 let text = self.conn_of(&late.tcp).describe_received(&late.tcp);
                 let at = offset_text(late.at, from);
@@ -172,10 +193,14 @@ impl Run<'_> {
         )
     }
 
+    /// Nothing the kernel stamped from the end of the previous step to `d` after it, however
+    /// late the harness looks.
     pub(super) fn quiet(&mut self, step: &Step, d: Duration) -> Result<(), Failure> {
-        if let Some(got) = self.link.next_arrival(Instant::now() + d) {
+        let until = self.clock + d;
+        if let Some(got) = self.link.arrival_by(until) {
             return Err(self.unexpected(step, got, format!("quiet {}", show_duration(d))));
         }
+        self.clock = until;
         Ok(())
     }
 
@@ -210,7 +235,8 @@ impl Run<'_> {
         let end = start.wrapping_add(bytes as u32);
         let (mut next, mut acked) = (start, start);
         let mut window = c.sut_window().max(1) as usize;
-        let mut last_progress = Instant::now();
+        let mut last_progress = SystemTime::now();
+        let mut last_ack = last_progress;
         while wire::seq::lt(acked, end) {
             while wire::seq::lt(next, end) && (next.wrapping_sub(acked) as usize) < window {
                 let room = window - next.wrapping_sub(acked) as usize;
@@ -218,7 +244,7 @@ impl Run<'_> {
                 next =
                     self.send_chunk(step, conn, next, len, next.wrapping_add(len as u32) == end)?;
             }
-            let Some(got) = self.link.next_arrival(last_progress + TRANSFER_STALL) else {
+            let Some(got) = self.link.arrival_by(last_progress + TRANSFER_STALL) else {
                 let done = acked.wrapping_sub(start);
                 return Err(self.mismatch(
                     step,
@@ -230,17 +256,19 @@ impl Run<'_> {
                     ),
                 ));
             };
+            let got_at = got.at;
             let ack = self.take_transfer_ack(step, conn, got, (acked, next))?;
             if wire::seq::gt(ack.0, acked) {
                 acked = ack.0;
-                last_progress = Instant::now();
+                last_progress = got_at;
+                last_ack = got_at;
             }
             window = ack.1.max(1) as usize;
         }
         self.mark(
             step,
-            SystemTime::now(),
-            format!("the end of the transfer at line {}", step.loc.line),
+            last_ack,
+            format!("the last ACK of the transfer at line {}", step.loc.line),
         );
         Ok(())
     }
@@ -273,7 +301,7 @@ impl Run<'_> {
             since: None,
             drop: false,
         };
-        self.transmit(step, &spec, conn)?;
+        self.transmit(step, &spec, conn, SystemTime::now())?;
         Ok(seq.wrapping_add(len as u32))
     }
 

@@ -78,6 +78,14 @@ impl TimerProfile {
         noise_jiffies: 2,
     };
 
+    /// How late the harness may be (a send, a call, a wait, a look at the SUT) before the
+    /// run proves nothing: the machine noise the model already allows the SUT's own clock
+    /// (`noise_jiffies` ticks). Lateness within it cannot move an event out of a window the
+    /// model derives; beyond it the trial is inconclusive and rerun.
+    pub fn harness_slack(&self) -> Duration {
+        self.jiffy * self.noise_jiffies
+    }
+
     /// The length of a timer a script names.
     pub fn armed(&self, t: ArmedTimer) -> Duration {
         match t {

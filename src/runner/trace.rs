@@ -60,12 +60,23 @@ pub struct Trace {
     /// The tracepoint's trace merged with the samples, when the two agree.
     exact: Option<Vec<Entry>>,
     pub source: Source,
+    /// The latest look: when it was asked for, and what it saw.
+    last_look: Option<(SystemTime, Option<TcpState>)>,
 }
 
 impl Trace {
     /// Records a sample; only changes are kept, and nothing before the socket first exists.
+    /// `at` is when the look was asked for: the state was there at some moment after it.
     pub fn record(&mut self, at: SystemTime, state: Option<TcpState>) {
         push_change(&mut self.sampled, at, state);
+        self.last_look = Some((at, state));
+    }
+
+    /// When `state` was last seen, if the latest look saw it.
+    pub fn seen_last(&self, state: TcpState) -> Option<SystemTime> {
+        self.last_look
+            .filter(|(_, s)| *s == Some(state))
+            .map(|(at, _)| at)
     }
 
     /// The trace the report shows: the exact one when there is one, else the samples.
