@@ -47,6 +47,21 @@ struct Figures {
     inject: Stats,
     suite: Option<SuiteRun>,
     fast_suite: Option<SuiteRun>,
+    loaded: Option<LoadedRun>,
+}
+
+/// The `--fast` suite at nice 19 while every CPU runs a busy loop: how often the harness's
+/// lateness made a run inconclusive, and the allowances (CPU steal) windows took.
+#[derive(Clone, Debug)]
+struct LoadedRun {
+    trials: usize,
+    /// Trials with at least one inconclusive run, over all trials run.
+    inconclusive_rate: f64,
+    /// Trials still inconclusive after their retries.
+    inconclusive_after: usize,
+    failed: usize,
+    /// Per trial, the largest allowance its windows took (ms).
+    allowance: Stats,
 }
 
 /// One whole `halfclose run` of the suite, as a child process.
@@ -90,10 +105,14 @@ fn measure(runs: usize, suite: bool) -> Result<Figures, String> {
     let overhead = topology_overhead(runs)?;
     let trial = active_close_trial(runs)?;
     let inject = injection_error(runs.max(200))?;
-    let (suite, fast_suite) = if suite && Path::new("suites").is_dir() {
-        (Some(suite_run(false)?), Some(suite_run(true)?))
+    let (suite, fast_suite, loaded) = if suite && Path::new("suites").is_dir() {
+        (
+            Some(suite_run(false)?),
+            Some(suite_run(true)?),
+            Some(loaded_run()?),
+        )
     } else {
-        (None, None)
+        (None, None, None)
     };
     Ok(Figures {
         runs,
@@ -102,6 +121,7 @@ fn measure(runs: usize, suite: bool) -> Result<Figures, String> {
         inject,
         suite,
         fast_suite,
+        loaded,
     })
 }
 
@@ -205,6 +225,63 @@ fn suite_run(fast: bool) -> Result<SuiteRun, String> {
     })
 }
 
+/// The `--fast` suite as a child at nice 19, with a busy loop per CPU in this process.
+fn loaded_run() -> Result<LoadedRun, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = scratch_dir();
+    let json = dir.join("loaded.json");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hogs: Vec<_> = (0..cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let status = std::process::Command::new("nice")
+        .args(["-n", "19"])
+        .arg(exe)
+        .args(["run", "--fast", "--format", "terse", "--pcap-dir"])
+        .arg(&dir)
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        let _ = h.join();
+    }
+    status.map_err(|e| format!("nice: {e}"))?;
+    let text = std::fs::read_to_string(&json).map_err(|e| format!("the loaded run: {e}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let trials = v["trials"].as_array().cloned().unwrap_or_default();
+    let mut allowances: Vec<Duration> = trials
+        .iter()
+        .filter_map(|t| t["allowance_ms"].as_f64())
+        .map(|ms| Duration::from_secs_f64(ms / 1e3))
+        .collect();
+    if allowances.is_empty() {
+        allowances.push(Duration::ZERO);
+    }
+    let count = |k: &str| v[k].as_u64().unwrap_or(0) as usize;
+    Ok(LoadedRun {
+        trials: trials.len(),
+        inconclusive_rate: count("trials_with_inconclusive_runs") as f64
+            / trials.len().max(1) as f64,
+        inconclusive_after: count("inconclusive"),
+        failed: count("failed"),
+        allowance: Stats::of(&mut allowances),
+    })
+}
+
 /// Namespaces and veth up and down, no script.
 fn topology_overhead(runs: usize) -> Result<Stats, String> {
     let mut samples = Vec::with_capacity(runs);
@@ -256,6 +333,12 @@ fn print_figures(f: &Figures, json: bool) {
             "suite_passed": f.suite.map(|r| r.passed),
             "fast_suite_wall_s": suite(f.fast_suite, |r| r.wall_s),
             "fast_suite_cpu_s": suite(f.fast_suite, |r| r.cpu_s),
+            "allowance_ms": f.loaded.as_ref().map(|l| serde_json::json!({
+                "p50": l.allowance.p50, "p99": l.allowance.p99, "max": l.allowance.max,
+            })),
+            "inconclusive_rate": f.loaded.as_ref().map(|l| l.inconclusive_rate),
+            "loaded_inconclusive_after_retries": f.loaded.as_ref().map(|l| l.inconclusive_after),
+            "loaded_failed": f.loaded.as_ref().map(|l| l.failed),
         });
         println!("{v}");
         return;
@@ -282,5 +365,19 @@ fn print_figures(f: &Figures, json: bool) {
             ),
             None => println!("  {what:<40} not run (--no-suite, or no suites/ here)"),
         }
+    }
+    if let Some(l) = &f.loaded {
+        println!(
+            "  {:<40} {} trials: {:.1} % had an inconclusive run, {} still inconclusive after retries, {} failed",
+            "suite --fast, nice 19, CPUs busy",
+            l.trials,
+            l.inconclusive_rate * 100.0,
+            l.inconclusive_after,
+            l.failed
+        );
+        println!(
+            "  {:<40} per trial: median {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            "  allowance (CPU steal in windows)", l.allowance.p50, l.allowance.p99, l.allowance.max
+        );
     }
 }

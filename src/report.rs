@@ -40,6 +40,8 @@ pub struct Record {
     pub inconclusive: Option<String>,
     /// Machine allowances (CPU steal) used in the judged run's windows.
     pub allowances: Vec<String>,
+    /// The largest of them, in milliseconds.
+    pub allowance_ms: f64,
 }
 
 impl Record {
@@ -61,6 +63,7 @@ impl Record {
             reruns: Vec::new(),
             inconclusive: None,
             allowances: Vec::new(),
+            allowance_ms: 0.0,
         }
     }
 
@@ -81,6 +84,7 @@ impl Record {
             reruns: Vec::new(),
             inconclusive: v.excuse_text(),
             allowances: v.allowances.clone(),
+            allowance_ms: v.allowance_max.as_secs_f64() * 1e3,
         }
     }
 }
@@ -259,7 +263,7 @@ pub fn json(records: &[Record]) -> String {
             serde_json::json!({
                 "name": r.name, "file": r.file, "verdict": verdict_word(r), "passed": r.passed, "seconds": r.seconds,
                 "failure": r.failure, "states": r.states, "states_source": r.states_source, "pcap": r.pcap, "deviation": r.deviation, "measurements": r.measurements, "skipped": r.skipped,
-                "tries": r.tries, "reruns": r.reruns, "inconclusive": r.inconclusive, "allowances": r.allowances,
+                "tries": r.tries, "reruns": r.reruns, "inconclusive": r.inconclusive, "allowances": r.allowances, "allowance_ms": r.allowance_ms,
             })
         })
         .collect();
@@ -372,6 +376,7 @@ mod tests {
             reruns: Vec::new(),
             inconclusive: None,
             allowances: Vec::new(),
+            allowance_ms: 0.0,
         }
     }
 

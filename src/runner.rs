@@ -130,6 +130,8 @@ pub struct Verdict {
     pub excuses: Vec<String>,
     /// Machine allowances used in time windows (CPU steal measured while they ran).
     pub allowances: Vec<String>,
+    /// The largest of them.
+    pub allowance_max: Duration,
 }
 
 impl Verdict {
@@ -234,6 +236,7 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
         elapsed: started.elapsed(),
         excuses: notes.excuses,
         allowances: notes.allowances,
+        allowance_max: notes.allowance_max,
     }
 }
 
@@ -243,6 +246,7 @@ struct Notes {
     measurements: Vec<String>,
     excuses: Vec<String>,
     allowances: Vec<String>,
+    allowance_max: Duration,
 }
 
 /// The trial's verdict, state trace and measurements as comments on the whole capture.
@@ -691,6 +695,7 @@ impl Run<'_> {
     /// in the verdict when not zero.
     fn allowance(&mut self, step: &Step, from: SystemTime, to: SystemTime) -> Duration {
         let stolen = noise::steal(from, to);
+        self.notes.allowance_max = self.notes.allowance_max.max(stolen);
         if !stolen.is_zero() {
             let place = self.short_place(step);
             self.notes.allowances.push(format!(

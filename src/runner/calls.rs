@@ -141,11 +141,19 @@ impl Run<'_> {
             ));
         };
         self.check_call(step, &call, &done)?;
-        // The return is the harness's own measurement: held-up threads make it late.
+        // Its start and return are the harness's own measurements: held-up threads make
+        // them late (the start is what windows after the call count from).
+        let slack = self.profile.harness_slack();
+        self.check_stall(
+            step,
+            &format!("the start of `{}`", call.text),
+            started,
+            started + slack,
+        );
         self.check_stall(
             step,
             &format!("the return of `{}`", call.text),
-            done.ended - self.profile.harness_slack(),
+            done.ended - slack,
             done.ended,
         );
         let allowance = self.allowance(step, from, done.ended.max(from + w.within));
