@@ -381,6 +381,46 @@ mod tests {
     }
 
     #[test]
+    fn inconclusive_trials_are_neither_passed_nor_failed_anywhere() {
+        let mut inc = record("ipv4::loss::c", Some("step 2: expect F."), None);
+        inc.inconclusive = Some("inconclusive (it would have failed): step 1: the peer's segment was 177.000ms late".into());
+        inc.tries = 3;
+        inc.reruns = vec!["x".into(), "y".into()];
+        let mut rerun = record("ipv4::loss::d", None, None);
+        rerun.reruns = vec!["z".into()];
+        rerun.tries = 2;
+        let recs = [
+            record("ipv4::loss::a", None, None),
+            record("ipv4::loss::b", Some("step 3: expect F."), None),
+            inc,
+            rerun,
+            record("ipv4::loss::e", None, Some("the call dup")),
+        ];
+        let s = Summary::of(&recs);
+        assert_eq!(
+            s,
+            Summary {
+                trials: 5,
+                passed: 2,
+                failed: 1,
+                inconclusive: 1,
+                skipped: 1,
+                reruns: 3,
+                with_inconclusive_runs: 2,
+            }
+        );
+        let x = junit(&recs);
+        assert!(x.contains("failures=\"1\" errors=\"1\" skipped=\"1\""), "{x}");
+        assert!(x.contains("<error type=\"inconclusive\" message=\"inconclusive (it would have failed)"), "{x}");
+        let j: serde_json::Value = serde_json::from_str(&json(&recs)).unwrap();
+        assert_eq!(j["inconclusive"], 1);
+        assert_eq!(j["reruns"], 3);
+        assert_eq!(j["trials"][2]["verdict"], "inconclusive");
+        assert_eq!(j["trials"][2]["tries"], 3);
+        assert_eq!(j["trials"][4]["verdict"], "skipped");
+    }
+
+    #[test]
     fn junit_tells_passed_failed_and_skipped_apart() {
         let x = junit(&[
             record("ipv4::close::a", None, None),

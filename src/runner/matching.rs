@@ -224,3 +224,56 @@ pub fn check_span(
 fn show_precise(d: Duration) -> String {
     format!("{:.3}ms", d.as_secs_f64() * 1e3)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    fn window(after: u64, within: u64) -> Window {
+        Window {
+            after: Some(MS(after)),
+            within: MS(within),
+            since: None,
+            retransmission: None,
+            timer: None,
+        }
+    }
+
+    #[test]
+    fn a_moment_is_judged_against_both_edges_and_only_steal_moves_them() {
+        let t = SystemTime::now();
+        let w = window(100, 150);
+        assert!(check_time(&w, t + MS(120), t, Duration::ZERO).is_ok());
+        let early = check_time(&w, t + MS(95), t, Duration::ZERO).unwrap_err();
+        assert!(early.contains("too early"), "{early}");
+        let late = check_time(&w, t + MS(160), t, Duration::ZERO).unwrap_err();
+        assert!(late.contains("too late"), "{late}");
+        // 10 ms stolen from the machine while the window ran: the SUT may be that late.
+        let allowed = check_time(&w, t + MS(158), t, MS(10));
+        assert!(allowed.is_ok());
+        let named = check_time(&w, t + MS(170), t, MS(10)).unwrap_err();
+        assert!(named.contains("CPU steal"), "{named}");
+        let before = check_time(&w, t - MS(1), t, Duration::ZERO).unwrap_err();
+        assert!(before.contains("BEFORE"), "{before}");
+    }
+
+    #[test]
+    fn a_span_passes_inside_fails_outside_and_is_unsure_across_an_edge() {
+        let t = SystemTime::now();
+        let w = window(100, 150);
+        let span = |lo, hi| check_span(&w, (t + MS(lo), t + MS(hi)), t, Duration::ZERO);
+        assert_eq!(span(110, 115), Span::Inside);
+        assert!(matches!(span(40, 45), Span::Outside(why) if why.contains("too early")));
+        assert!(matches!(span(160, 170), Span::Outside(why) if why.contains("too late")));
+        // Looked at 95 ms and again at 105 ms: the end may have been before the window.
+        assert_eq!(span(95, 105), Span::Across);
+        assert_eq!(span(145, 155), Span::Across);
+        // A look before the anchor and one far past the window: nothing can be said.
+        assert_eq!(
+            check_span(&w, (t - MS(5), t + MS(400)), t, Duration::ZERO),
+            Span::Across
+        );
+    }
+}
