@@ -383,7 +383,10 @@ mod tests {
     #[test]
     fn inconclusive_trials_are_neither_passed_nor_failed_anywhere() {
         let mut inc = record("ipv4::loss::c", Some("step 2: expect F."), None);
-        inc.inconclusive = Some("inconclusive (it would have failed): step 1: the peer's segment was 177.000ms late".into());
+        inc.inconclusive = Some(
+            "inconclusive (it would have failed): step 1: the peer's segment was 177.000ms late"
+                .into(),
+        );
         inc.tries = 3;
         inc.reruns = vec!["x".into(), "y".into()];
         let mut rerun = record("ipv4::loss::d", None, None);
@@ -410,8 +413,16 @@ mod tests {
             }
         );
         let x = junit(&recs);
-        assert!(x.contains("failures=\"1\" errors=\"1\" skipped=\"1\""), "{x}");
-        assert!(x.contains("<error type=\"inconclusive\" message=\"inconclusive (it would have failed)"), "{x}");
+        assert!(
+            x.contains("failures=\"1\" errors=\"1\" skipped=\"1\""),
+            "{x}"
+        );
+        assert!(
+            x.contains(
+                "<error type=\"inconclusive\" message=\"inconclusive (it would have failed)"
+            ),
+            "{x}"
+        );
         let j: serde_json::Value = serde_json::from_str(&json(&recs)).unwrap();
         assert_eq!(j["inconclusive"], 1);
         assert_eq!(j["reruns"], 3);

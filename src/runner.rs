@@ -690,20 +690,84 @@ impl Run<'_> {
         }
     }
 
-    /// The machine's allowance for a window `[from, to]`: CPU time the host took from this
-    /// machine meanwhile (steal), which delays the SUT's timers as much as anything. Noted
-    /// in the verdict when not zero.
-    fn allowance(&mut self, step: &Step, from: SystemTime, to: SystemTime) -> Duration {
-        let stolen = noise::steal(from, to);
-        self.notes.allowance_max = self.notes.allowance_max.max(stolen);
-        if !stolen.is_zero() {
+    /// Judges a moment against a window. The edges move only by the CPU steal measured at
+    /// them (around the anchor for the early edge, from the late edge to the moment for the
+    /// late one), known within a tick of /proc/stat: a verdict that the smallest allowance
+    /// gives stands, as does a failure the largest cannot save; one in between makes the run
+    /// inconclusive. Err: a certain failure.
+    fn judge_time(
+        &mut self,
+        step: &Step,
+        w: &Window,
+        at: SystemTime,
+        from: SystemTime,
+    ) -> Result<(), String> {
+        let (least, most) = self.allowances(step, w, at, from);
+        match matching::check_time(w, at, from, least) {
+            Ok(()) => Ok(()),
+            Err(why) => match matching::check_time(w, at, from, most) {
+                Err(_) => Err(why),
+                Ok(()) => {
+                    let place = self.short_place(step);
+                    self.excuse(format!(
+                        "{place}: {why}, but up to {} of CPU steal measured at that edge could explain it",
+                        show_precise(most.early.max(most.late))
+                    ));
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// The same for a moment known only within a span (see `check_span`).
+    fn judge_span(
+        &mut self,
+        step: &Step,
+        w: &Window,
+        (lo, hi): (SystemTime, SystemTime),
+        from: SystemTime,
+    ) -> matching::Span {
+        let (least, most) = self.allowances(step, w, hi, from);
+        match matching::check_span(w, (lo, hi), from, least) {
+            matching::Span::Outside(why) => match matching::check_span(w, (lo, hi), from, most) {
+                matching::Span::Outside(_) => matching::Span::Outside(why),
+                _ => matching::Span::Across,
+            },
+            other => other,
+        }
+    }
+
+    /// The least and most CPU steal at a window's edges, noted in the verdict when not zero.
+    fn allowances(
+        &mut self,
+        step: &Step,
+        w: &Window,
+        at: SystemTime,
+        from: SystemTime,
+    ) -> (matching::Allow, matching::Allow) {
+        let closes = from + w.within;
+        let early = noise::steal_bounds(from, from);
+        let late = noise::steal_bounds(closes, at.max(closes));
+        let least = matching::Allow {
+            early: early.0,
+            late: late.0,
+        };
+        let most = matching::Allow {
+            early: early.1,
+            late: late.1,
+        };
+        self.notes.allowance_max = self.notes.allowance_max.max(least.early.max(least.late));
+        if !most.is_zero() {
             let place = self.short_place(step);
             self.notes.allowances.push(format!(
-                "{place}: {} of CPU steal measured in its window",
-                show_precise(stolen)
+                "{place}: CPU steal near the window's edges: early {}–{}, late {}–{}",
+                show_precise(early.0),
+                show_precise(early.1),
+                show_precise(late.0),
+                show_precise(late.1)
             ));
         }
-        stolen
+        (least, most)
     }
 
     /// A moment the harness measured itself (a call's return): if its threads were held up

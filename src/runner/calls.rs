@@ -156,8 +156,7 @@ impl Run<'_> {
             done.ended - slack,
             done.ended,
         );
-        let allowance = self.allowance(step, from, done.ended.max(from + w.within));
-        if let Err(why) = matching::check_time(w, done.ended, from, allowance) {
+        if let Err(why) = self.judge_time(step, w, done.ended, from) {
             return Err(self.mismatch(
                 step,
                 format!("await {name}"),

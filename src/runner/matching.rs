@@ -142,25 +142,36 @@ fn options_match(want: &[OptSpec], got: &[TcpOption]) -> bool {
         })
 }
 
+/// How far a window's edges may move: CPU time the host took from this machine (steal) near
+/// each edge, which delays (late edge) or, through a lagging tick, advances (early edge) the
+/// SUT's timers. Nothing the harness itself did moves an edge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allow {
+    pub early: Duration,
+    pub late: Duration,
+}
+
+impl Allow {
+    pub fn is_zero(&self) -> bool {
+        self.early.is_zero() && self.late.is_zero()
+    }
+}
+
 /// The event must not precede its anchor (scripts list events in the order they happen), must
-/// not come before `after`, and must come by `within`.
-///
-/// Both edges move by `allowance`: the CPU time the host took from the machine while the
-/// window ran (see `noise::steal`), which delays the SUT's timers. Nothing the harness itself
-/// did widens a window.
+/// not come before `after`, and must come by `within`, each edge moved by its allowance.
 pub fn check_time(
     w: &Window,
     at: SystemTime,
     from: SystemTime,
-    allowance: Duration,
+    allow: Allow,
 ) -> Result<(), String> {
-    let noted = |text: String| {
-        if allowance.is_zero() {
+    let noted = |text: String, by: Duration| {
+        if by.is_zero() {
             text
         } else {
             format!(
-                "{text} (allowing {} of CPU steal measured meanwhile)",
-                show_precise(allowance)
+                "{text} (allowing {} of CPU steal measured at that edge)",
+                show_precise(by)
             )
         }
     };
@@ -173,19 +184,25 @@ pub fn check_time(
             ))
         }
     };
-    if let Some(after) = w.after.filter(|a| offset + allowance < *a) {
-        return Err(noted(format!(
-            "too early: {} is before the window opens at {}",
-            show_precise(offset),
-            show_duration(after)
-        )));
+    if let Some(after) = w.after.filter(|a| offset + allow.early < *a) {
+        return Err(noted(
+            format!(
+                "too early: {} is before the window opens at {}",
+                show_precise(offset),
+                show_duration(after)
+            ),
+            allow.early,
+        ));
     }
-    if offset > w.within + allowance {
-        return Err(noted(format!(
-            "too late: {} is after the window closed at {}",
-            show_precise(offset),
-            show_duration(w.within)
-        )));
+    if offset > w.within + allow.late {
+        return Err(noted(
+            format!(
+                "too late: {} is after the window closed at {}",
+                show_precise(offset),
+                show_duration(w.within)
+            ),
+            allow.late,
+        ));
     }
     Ok(())
 }
@@ -206,17 +223,17 @@ pub fn check_span(
     w: &Window,
     (lo, hi): (SystemTime, SystemTime),
     from: SystemTime,
-    allowance: Duration,
+    allow: Allow,
 ) -> Span {
     let opens = from + w.after.unwrap_or_default();
     let closes = from + w.within;
     match (
-        check_time(w, lo, from, allowance),
-        check_time(w, hi, from, allowance),
+        check_time(w, lo, from, allow),
+        check_time(w, hi, from, allow),
     ) {
         (Ok(()), Ok(())) => Span::Inside,
-        (_, Err(why)) if hi + allowance < opens || hi < from => Span::Outside(why),
-        (Err(why), _) if lo > closes + allowance => Span::Outside(why),
+        (_, Err(why)) if hi + allow.early < opens || hi < from => Span::Outside(why),
+        (Err(why), _) if lo > closes + allow.late => Span::Outside(why),
         _ => Span::Across,
     }
 }
@@ -245,17 +262,23 @@ mod tests {
     fn a_moment_is_judged_against_both_edges_and_only_steal_moves_them() {
         let t = SystemTime::now();
         let w = window(100, 150);
-        assert!(check_time(&w, t + MS(120), t, Duration::ZERO).is_ok());
-        let early = check_time(&w, t + MS(95), t, Duration::ZERO).unwrap_err();
+        let none = Allow::default();
+        assert!(check_time(&w, t + MS(120), t, none).is_ok());
+        let early = check_time(&w, t + MS(95), t, none).unwrap_err();
         assert!(early.contains("too early"), "{early}");
-        let late = check_time(&w, t + MS(160), t, Duration::ZERO).unwrap_err();
+        let late = check_time(&w, t + MS(160), t, none).unwrap_err();
         assert!(late.contains("too late"), "{late}");
-        // 10 ms stolen from the machine while the window ran: the SUT may be that late.
-        let allowed = check_time(&w, t + MS(158), t, MS(10));
-        assert!(allowed.is_ok());
-        let named = check_time(&w, t + MS(170), t, MS(10)).unwrap_err();
+        // 10 ms stolen from the machine at the late edge: the SUT may be that late there,
+        // and no earlier.
+        let at_late_edge = Allow {
+            early: Duration::ZERO,
+            late: MS(10),
+        };
+        assert!(check_time(&w, t + MS(158), t, at_late_edge).is_ok());
+        assert!(check_time(&w, t + MS(95), t, at_late_edge).is_err());
+        let named = check_time(&w, t + MS(170), t, at_late_edge).unwrap_err();
         assert!(named.contains("CPU steal"), "{named}");
-        let before = check_time(&w, t - MS(1), t, Duration::ZERO).unwrap_err();
+        let before = check_time(&w, t - MS(1), t, none).unwrap_err();
         assert!(before.contains("BEFORE"), "{before}");
     }
 
@@ -263,7 +286,7 @@ mod tests {
     fn a_span_passes_inside_fails_outside_and_is_unsure_across_an_edge() {
         let t = SystemTime::now();
         let w = window(100, 150);
-        let span = |lo, hi| check_span(&w, (t + MS(lo), t + MS(hi)), t, Duration::ZERO);
+        let span = |lo, hi| check_span(&w, (t + MS(lo), t + MS(hi)), t, Allow::default());
         assert_eq!(span(110, 115), Span::Inside);
         assert!(matches!(span(40, 45), Span::Outside(why) if why.contains("too early")));
         assert!(matches!(span(160, 170), Span::Outside(why) if why.contains("too late")));
@@ -272,7 +295,7 @@ mod tests {
         assert_eq!(span(145, 155), Span::Across);
         // A look before the anchor and one far past the window: nothing can be said.
         assert_eq!(
-            check_span(&w, (t - MS(5), t + MS(400)), t, Duration::ZERO),
+            check_span(&w, (t - MS(5), t + MS(400)), t, Allow::default()),
             Span::Across
         );
     }

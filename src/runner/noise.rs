@@ -138,9 +138,22 @@ fn parse_steal(text: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The most CPU time the host took from any one CPU during `[from, to]`: the steal between
-/// the last sample before `from` and the first after `to`, in whole USER_HZ ticks (the
-/// kernel's own resolution), never less than what was stolen.
+/// Bounds on the most CPU time the host took from any one CPU during `[from, to]`: between
+/// the last sample before `from` and the first after `to`, any one CPU's steal counter moved
+/// by Δ USER_HZ ticks. The counter shows whole ticks of a running total, so the time stolen was
+/// more than (Δ − 1) ticks and less than (Δ + 1). Δ = 0 reads as none.
+pub fn steal_bounds(from: SystemTime, to: SystemTime) -> (Duration, Duration) {
+    tick_bounds(steal(from, to).as_millis() as u32 / USER_HZ_TICK.as_millis() as u32)
+}
+
+fn tick_bounds(ticks: u32) -> (Duration, Duration) {
+    match ticks {
+        0 => (Duration::ZERO, Duration::ZERO),
+        n => (USER_HZ_TICK * (n - 1), USER_HZ_TICK * (n + 1)),
+    }
+}
+
+/// The most any one CPU's steal counter moved during `[from, to]` (see [`steal_bounds`]).
 pub fn steal(from: SystemTime, to: SystemTime) -> Duration {
     let Some(steal) = STEAL.get() else {
         return Duration::ZERO;
@@ -191,6 +204,15 @@ mod tests {
             harness_stall(t - Duration::from_millis(20), t - Duration::from_millis(9)),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn a_counter_of_whole_ticks_bounds_the_steal_both_ways() {
+        let ms = Duration::from_millis;
+        assert_eq!(tick_bounds(0), (ms(0), ms(0)));
+        // One tick more: anything from a hair to just under two ticks was stolen.
+        assert_eq!(tick_bounds(1), (ms(0), ms(20)));
+        assert_eq!(tick_bounds(3), (ms(20), ms(40)));
     }
 
     #[test]

@@ -113,8 +113,7 @@ impl Run<'_> {
                 format!("{actual}  ({why}), at {offset} after {from_what}"),
             ));
         }
-        let allowance = self.allowance(step, from, got.at.max(from + window.within));
-        if let Err(why) = matching::check_time(&window, got.at, from, allowance) {
+        if let Err(why) = self.judge_time(step, &window, got.at, from) {
             self.link.comment(
                 got.frame,
                 format!("LATE/EARLY: matched {} but {why}", self.short_place(step)),

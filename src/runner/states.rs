@@ -167,8 +167,7 @@ impl Run<'_> {
             offset_text(seen, from),
             offset_text(gone_by, from)
         );
-        let allowance = self.allowance(step, from, gone_by.max(from + w.within));
-        match matching::check_span(w, (seen, gone_by), from, allowance) {
+        match self.judge_span(step, w, (seen, gone_by), from) {
             matching::Span::Inside => {}
             matching::Span::Outside(why) => {
                 return Err(self.mismatch(
