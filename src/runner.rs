@@ -174,6 +174,9 @@ impl Verdict {
             self.trace,
             self.trace.source.short()
         ));
+        for a in &self.allowances {
+            out.push_str(&format!("\n  {:<9} {a}", "allowed:"));
+        }
         match &self.pcap {
             Some(p) => out.push_str(&format!("\n  {:<9} {}", "capture:", p.display())),
             None => out.push_str(&format!("\n  {:<9} (not written)", "capture:")),
