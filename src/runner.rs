@@ -81,10 +81,15 @@ impl Stack {
         }
     }
 
-    /// Why a scenario cannot run on this stack, if it cannot (the kernel can run them all).
+    /// Why a scenario cannot run on this stack, if it cannot: a capability the agent lacks,
+    /// or for the kernel a sysctl the trial's namespace would not have (unprivileged runs).
     pub fn missing(&self, sc: &Scenario) -> Option<String> {
         match self {
-            Stack::Kernel => None,
+            Stack::Kernel => sc
+                .setup
+                .sysctls
+                .iter()
+                .find_map(|(k, _)| topology::sysctl_unavailable(k)),
             Stack::Agent { hello, .. } => hello.missing(sc),
         }
     }

@@ -357,6 +357,42 @@ pub fn sysctl_exists(key: &str) -> bool {
     sysctl_path(key).is_ok_and(|path| path.exists())
 }
 
+/// Why a trial cannot set `key` although the kernel has it, if it cannot: the sysctl is missing
+/// from a network namespace made the way trials make theirs. The kernel hides some sysctls in
+/// namespaces owned by a user namespace (most of `net.ipv6.route.*` when halfclose runs
+/// unprivileged), and a few exist only in the host's namespace. Each key is probed once, in a
+/// short-lived namespace of its own; None also when no namespace can be made here (nothing
+/// would run anyway, and the trial then says why).
+pub fn sysctl_unavailable(key: &str) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KNOWN: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(answer) = known.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return answer.clone();
+    }
+    let path = sysctl_path(key).ok()?;
+    let in_trial_netns = on_thread("hc-sysctl-probe", None, || {
+        enter_new_netns().map(|_ns| path.exists())
+    });
+    let answer = match in_trial_netns {
+        Ok(Ok(false)) if crate::privilege::in_initial_user_namespace() => Some(format!(
+            "the sysctl {key}, which exists only in the host's network namespace, not in a \
+             trial's"
+        )),
+        Ok(Ok(false)) => Some(format!(
+            "the sysctl {key}, which the kernel hides from an unprivileged run's network \
+             namespaces (run as root to test this)"
+        )),
+        _ => None,
+    };
+    known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.to_owned(), answer.clone());
+    answer
+}
+
 /// Reads a sysctl in the caller's network namespace (call it inside `run_in_sut`), trimmed.
 pub fn read_sysctl(key: &str) -> Result<String, TopologyError> {
     let path = sysctl_path(key)?;

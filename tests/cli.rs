@@ -351,20 +351,24 @@ fn sigkill_leaves_no_namespace_interface_or_process() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// As an unprivileged user, `halfclose run` enters a user namespace by itself.
-#[test]
-fn runs_unprivileged_in_a_user_namespace() {
+/// `halfclose ARGS…` as the user nobody, with a scratch directory nobody may write; None
+/// (skipped) unless the test runs as root and setpriv is there.
+fn as_nobody(name: &str, args: &[&str]) -> Option<(Output, PathBuf)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
     {
         eprintln!("needs root (to switch to nobody) and setpriv: skipped");
-        return;
+        return None;
     }
-    let dir = scratch("nobody");
+    let dir = scratch(name);
     std::fs::create_dir_all(&dir).unwrap();
     let _ = Command::new("chmod")
         .args(["777", dir.to_str().unwrap()])
         .status();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{dir}", dir.to_str().unwrap()))
+        .collect();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -372,18 +376,85 @@ fn runs_unprivileged_in_a_user_namespace() {
             "--clear-groups",
             env!("CARGO_BIN_EXE_halfclose"),
         ])
-        .args([
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    Some((out, dir))
+}
+
+/// As an unprivileged user, `halfclose run` enters a user namespace by itself.
+#[test]
+fn runs_unprivileged_in_a_user_namespace() {
+    let Some((out, dir)) = as_nobody(
+        "nobody",
+        &[
             "run",
             "suites/close/active-close.yaml",
             "suites/abort/linger-zero.yaml",
             "--pcap-dir",
-            dir.to_str().unwrap(),
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
+            "{dir}",
+        ],
+    ) else {
+        return;
+    };
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(pcaps_under(&dir).len(), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A script whose sysctl the kernel hides from an unprivileged run's namespaces
+/// (net.ipv6.route.min_adv_mss) passes `check` and, in `run`, its trials are skipped with
+/// that reason while the others run: check and run agree, and nothing refuses the suite.
+#[test]
+fn unprivileged_run_skips_what_it_cannot_set() {
+    let hidden = "suites/closing-states/rst-in-window.yaml";
+    let Some((out, dir)) = as_nobody("nobody-check", &["check", hidden]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "check: {}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (out, dir) = as_nobody(
+        "nobody-skip",
+        &[
+            "run",
+            hidden,
+            "suites/close/active-close.yaml",
+            "--pcap-dir",
+            "{dir}",
+            "--json",
+            "{dir}/report.json",
+        ],
+    )
+    .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let trials = report["trials"].as_array().unwrap();
+    for t in trials {
+        let name = t["name"].as_str().unwrap();
+        if name.contains("rst-in-window") {
+            let why = t["skipped"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} ran: {t}"));
+            assert!(
+                why.contains("net.ipv6.route.min_adv_mss") && why.contains("run as root"),
+                "{why}"
+            );
+        } else {
+            assert!(t["skipped"].is_null() && t["passed"] == true, "{t}");
+            assert!(
+                t["states_source"].as_str().unwrap().starts_with("sampled"),
+                "no tracepoint unprivileged: {t}"
+            );
+        }
+    }
+    assert!(trials.len() > 4, "{shown}");
+    assert!(
+        shown.contains("ignored (skipped: the SUT lacks the sysctl net.ipv6.route.min_adv_mss"),
+        "{shown}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
