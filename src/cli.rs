@@ -26,6 +26,7 @@ USAGE:
                     [--ignored] [--include-ignored] [--test-threads N]
                     [--format pretty|terse|json] [--json FILE] [--junit FILE]
                     [--expectations FILE] [--stack linux|smoltcp | --agent CMD]
+                    [--allow-all-skipped]
     halfclose check FILES…           validate scripts only; nothing is sent
     halfclose list  [PATHS…]         list the trials
     halfclose bench [--runs N] [--json]
@@ -90,6 +91,8 @@ struct RunOpts {
     fast: bool,
     /// `--stack NAME` (linux, smoltcp) or `--agent CMD`.
     stack: Option<String>,
+    /// A run in which every trial was skipped is not an error.
+    allow_all_skipped: bool,
     agent: Option<String>,
     pcap_dir_given: bool,
     test: Arguments,
@@ -104,6 +107,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         expectations: None,
         fast: false,
         stack: None,
+        allow_all_skipped: false,
         agent: None,
         pcap_dir_given: false,
         test: Arguments::default(),
@@ -119,6 +123,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
             "--filter" => o.test.filter = Some(value("--filter")?),
             "--exact" => o.test.exact = true,
             "--fast" => o.fast = true,
+            "--allow-all-skipped" => o.allow_all_skipped = true,
             "--stack" => o.stack = Some(value("--stack")?),
             "--agent" => o.agent = Some(value("--agent")?),
             "--pcap-dir" => {
@@ -212,11 +217,31 @@ fn cmd_run(args: &[String]) -> i32 {
     if let Err(code) = write_reports(&opts, &records) {
         return code;
     }
+    if let (Some(why), false) = (all_skipped(&records), opts.allow_all_skipped) {
+        eprintln!("halfclose: {why}; --allow-all-skipped accepts that");
+        return EXIT_BAD_INPUT;
+    }
     if conclusion.has_failed() {
         EXIT_FAILED
     } else {
         EXIT_OK
     }
+}
+
+/// When trials ran and every one of them was skipped: what to say (a broken agent's hello
+/// must not pass as green).
+pub fn all_skipped(records: &Records) -> Option<String> {
+    let recs = records.lock().unwrap_or_else(|e| e.into_inner());
+    let first = recs.first()?;
+    if recs.iter().any(|r| r.skipped.is_none()) {
+        return None;
+    }
+    Some(format!(
+        "every trial was skipped, nothing was tested ({} trials; {}: the SUT lacks {})",
+        recs.len(),
+        first.name,
+        first.skipped.as_deref().unwrap_or("")
+    ))
 }
 
 fn write_reports(opts: &RunOpts, records: &Records) -> Result<(), i32> {

@@ -91,5 +91,14 @@ fn run(stack: Stack, suites: &Path, expectations: Option<&Path>) -> ! {
     let records = Arc::new(Mutex::new(Vec::new()));
     let cfg = TrialConfig { pcap_dir, stack };
     let trials = report::trials(&loaded.scenarios, &loaded.errors, &cfg, &records, &expected);
-    schedule::run(&args, trials).exit()
+    let conclusion = schedule::run(&args, trials);
+    // HALFCLOSE_ALLOW_ALL_SKIPPED=1: a run in which every trial was skipped is no error.
+    if std::env::var_os("HALFCLOSE_ALLOW_ALL_SKIPPED").is_none_or(|v| v != "1") {
+        if let Some(why) = cli::all_skipped(&records) {
+            exit_bad(&format!(
+                "{why}; HALFCLOSE_ALLOW_ALL_SKIPPED=1 accepts that"
+            ));
+        }
+    }
+    conclusion.exit()
 }

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod coverage;
 pub mod expectations;
 pub mod harness;
+pub mod keeper;
 pub mod matrix;
 pub mod observe;
 pub mod peer;

@@ -604,3 +604,318 @@ fn smoltcp_deviation_that_passes_is_stale() {
         "{shown}"
     );
 }
+
+/// The stand-in agent (fixtures/agents/fake-agent.sh) in MODE, its processes marked with
+/// TOKEN, wrapping the smoltcp agent when given.
+fn fake_agent(mode: &str, token: &str, wrapped: Option<&Path>) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agents/fake-agent.sh");
+    let mut cmd = format!("{} {mode} {token}", script.display());
+    if let Some(agent) = wrapped {
+        cmd = format!("{cmd} {}", agent.display());
+    }
+    cmd
+}
+
+/// A marker no other test's processes carry.
+fn token(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("hc-{what}-{}-{nanos}", std::process::id())
+}
+
+/// Processes whose environment carries `token` (the fake agent exports it to all it starts).
+fn pids_with_env(token: &str) -> Vec<String> {
+    all_pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|e| e.split(|b| *b == 0).any(|v| v.ends_with(token.as_bytes())))
+        })
+        .collect()
+}
+
+/// Processes whose command line mentions `needle` (halfclose's keepers carry its arguments).
+fn pids_with_arg(needle: &str) -> Vec<String> {
+    all_pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == needle.as_bytes()))
+        })
+        .collect()
+}
+
+/// The network namespaces the TAP devices open in a process live in ("net:[…]"), found by
+/// duplicating each /dev/net/tun descriptor (pidfd_getfd) and asking it (TUNGETDEVNETNS).
+fn tap_netns_held_by(pid: &str) -> Vec<String> {
+    const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
+    let mut out = Vec::new();
+    let Ok(n) = pid.parse::<libc::c_long>() else {
+        return out;
+    };
+    // SAFETY: plain system calls on descriptors this function owns and closes.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, n, 0) as i32;
+        if pidfd < 0 {
+            return out;
+        }
+        for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_link(e.path()).is_ok_and(|l| l == Path::new("/dev/net/tun")) {
+                let Ok(fd) = e.file_name().to_string_lossy().parse::<libc::c_long>() else {
+                    continue;
+                };
+                let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+                if dup < 0 {
+                    continue;
+                }
+                let ns = libc::ioctl(dup, TUNGETDEVNETNS as _);
+                if ns >= 0 {
+                    if let Ok(l) = std::fs::read_link(format!("/proc/self/fd/{ns}")) {
+                        out.push(l.to_string_lossy().into_owned());
+                    }
+                    libc::close(ns);
+                }
+                libc::close(dup);
+            }
+        }
+        libc::close(pidfd);
+    }
+    out
+}
+
+/// Every network namespace some process refers to: its own, its threads', by descriptor,
+/// and through the TAP devices it holds open.
+fn every_netns() -> std::collections::BTreeSet<String> {
+    let mut all = std::collections::BTreeSet::new();
+    for p in all_pids() {
+        all.extend(netns_held_by(&p));
+        all.extend(tap_netns_held_by(&p));
+    }
+    all
+}
+
+/// Waits up to `limit` for `cond`.
+fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// An agent whose helper process holds the TAP fd and ignores stdin: after the run nothing
+/// of it remains (not from the hello probe either), nor of halfclose's own, nor the trial's
+/// network namespace the helper held through the TAP.
+#[test]
+fn a_forking_agent_leaves_nothing_after_the_run() {
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    let token = token("fork");
+    let pcaps = scratch(&token);
+    let child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
+        .args([
+            "run",
+            "suites/timers/close-wait-leak.yaml",
+            "--agent",
+            &fake_agent("fork", &token, Some(&agent)),
+            "--pcap-dir",
+            pcaps.to_str().unwrap(),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-trial: the helpers exist and hold the trials' namespaces through their TAP fds.
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    let held: Vec<String> = pids_with_env(&token)
+        .iter()
+        .flat_map(|p| tap_netns_held_by(p))
+        .collect();
+    assert!(!held.is_empty(), "the agents hold their TAP devices");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let left = pids_with_env(&token);
+    assert!(left.is_empty(), "agent processes left: {left:?}");
+    let keepers = pids_with_arg(pcaps.to_str().unwrap());
+    assert!(keepers.is_empty(), "halfclose processes left: {keepers:?}");
+    let alive = every_netns();
+    assert!(
+        !held.iter().any(|n| alive.contains(n)),
+        "a trial namespace is still held: {held:?}"
+    );
+    let _ = std::fs::remove_dir_all(&pcaps);
+}
+
+/// The same agent, with halfclose killed by SIGKILL at random moments (during the hello
+/// probe, the trials' setup, their steps): within a few seconds nothing of it remains.
+#[test]
+fn a_forking_agent_leaves_nothing_after_sigkill() {
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    for (i, bound) in [40u64, 400, 1500, 2500].into_iter().enumerate() {
+        let delay = (seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(i as u64)
+            >> 20)
+            % bound;
+        let token = token(&format!("kill{i}"));
+        let pcaps = scratch(&token);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
+            .args([
+                "run",
+                "suites/timers/close-wait-leak.yaml",
+                "--agent",
+                &fake_agent("fork", &token, Some(&agent)),
+                "--pcap-dir",
+                pcaps.to_str().unwrap(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let held: Vec<String> = pids_with_env(&token)
+            .iter()
+            .flat_map(|p| tap_netns_held_by(p))
+            .collect();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let gone = eventually(std::time::Duration::from_secs(5), || {
+            pids_with_env(&token).is_empty() && pids_with_arg(pcaps.to_str().unwrap()).is_empty()
+        });
+        assert!(
+            gone,
+            "SIGKILL after {delay} ms: left {:?} and {:?}",
+            pids_with_env(&token),
+            pids_with_arg(pcaps.to_str().unwrap())
+        );
+        let alive = every_netns();
+        assert!(
+            !held.iter().any(|n| alive.contains(n)),
+            "SIGKILL after {delay} ms: a trial namespace is still held: {held:?}"
+        );
+        let _ = std::fs::remove_dir_all(&pcaps);
+    }
+}
+
+/// A malformed hello is a setup error that names what is wrong, not a green run of skips.
+#[test]
+fn a_malformed_hello_is_bad_input() {
+    for (mode, says) in [
+        (
+            "hello-number",
+            "`hello` must be an object of capabilities, not a number (5)",
+        ),
+        ("hello-empty", "missing `protocol`"),
+        (
+            "calls-all",
+            "`calls` must be a list of names, not a string (\"all\")",
+        ),
+        ("hello-typo", "`calls` lists `sokcet`"),
+        ("endless-hello", "a line longer than 1 MiB"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = halfclose(&[
+            "run",
+            "suites/close/active-close.yaml",
+            "--agent",
+            &fake_agent(mode, "hello", None),
+        ]);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{mode}: {shown}");
+        assert!(shown.contains(says), "{mode}: `{says}` missing:\n{shown}");
+        assert!(!shown.contains("running"), "{mode}: trials ran:\n{shown}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{mode}: took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A run in which every trial was skipped says so and exits 2, unless that is allowed.
+#[test]
+fn a_run_of_skips_only_is_not_green() {
+    let agent = fake_agent("no-calls", "skips", None);
+    let out = halfclose(&["run", "suites/close", "--agent", &agent]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("every trial was skipped") && shown.contains("the call socket"),
+        "{shown}"
+    );
+    let out = halfclose(&[
+        "run",
+        "suites/close",
+        "--agent",
+        &agent,
+        "--allow-all-skipped",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// An agent that dies or floods its output mid-trial: the failure says so, at once, and
+/// halfclose's memory stays bounded.
+#[test]
+fn an_agent_that_dies_or_floods_mid_trial_is_named() {
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    for (mode, says) in [
+        ("die-on-bind", "the agent exited (exit status: 3)"),
+        (
+            "endless-at-bind",
+            "the agent broke the protocol: a line longer than 1 MiB",
+        ),
+    ] {
+        let pcaps = scratch(mode);
+        let started = std::time::Instant::now();
+        let out = halfclose(&[
+            "run",
+            "suites/close/active-close.yaml",
+            "--agent",
+            &fake_agent(mode, mode, Some(&agent)),
+            "--pcap-dir",
+            pcaps.to_str().unwrap(),
+        ]);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {shown}");
+        assert_eq!(shown.matches(says).count(), 2, "{mode}: `{says}`:\n{shown}");
+        assert!(!shown.contains("still blocked"), "{mode}: {shown}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{mode}: took {:?}",
+            started.elapsed()
+        );
+        // The largest resident set of any child this test binary has waited for so far
+        // (every halfclose run): bounded, where an unbounded line once grew to gigabytes.
+        // SAFETY: getrusage fills the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+        assert!(
+            usage.ru_maxrss < 200_000,
+            "{mode}: a halfclose run grew to {} KB",
+            usage.ru_maxrss
+        );
+        let _ = std::fs::remove_dir_all(&pcaps);
+    }
+}
