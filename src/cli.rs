@@ -173,6 +173,15 @@ fn cmd_run(args: &[String]) -> i32 {
         Ok(o) => o,
         Err(e) => return usage_error(&e),
     };
+    // Before any thread starts: SIGINT/SIGTERM then write what is known (see on_signal).
+    let interrupted: Arc<Mutex<Option<Interrupted>>> = Arc::default();
+    if !opts.test.list {
+        let plan = interrupted.clone();
+        if let Err(e) = crate::interrupt::watch(move |sig| on_signal(sig, &plan)) {
+            eprintln!("halfclose: cannot watch for signals: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    }
     if let Some(missing) = opts.paths.iter().find(|p| !p.exists()) {
         eprintln!(
             "halfclose: {}: no such file or directory",
@@ -207,14 +216,36 @@ fn cmd_run(args: &[String]) -> i32 {
         (Stack::Agent { .. }, false) => opts.pcap_dir.join(stack.short_name()),
         _ => opts.pcap_dir.clone(),
     };
+    if !opts.test.list {
+        if let Err(e) = crate::preflight::writable_dir(&pcap_dir) {
+            eprintln!("halfclose: captures go to {}, but {e}", pcap_dir.display());
+            return EXIT_BAD_INPUT;
+        }
+        for (flag, path) in [("--json", &opts.json), ("--junit", &opts.junit)] {
+            let Some(path) = path else { continue };
+            if let Err(e) = crate::preflight::writable_file(path) {
+                eprintln!("halfclose: {flag} {}: {e}", path.display());
+                return EXIT_BAD_INPUT;
+            }
+        }
+    }
     let cfg = TrialConfig { pcap_dir, stack };
     let expected = match load_expectations(&opts, &cfg.stack) {
         Ok(e) => e,
         Err(code) => return code,
     };
     let trials = report::trials(&suite.scenarios, &[], &cfg, &records, &expected);
+    if !opts.test.list {
+        *interrupted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Interrupted {
+            selected: selected(&opts.test, &trials, &suite.scenarios),
+            records: records.clone(),
+            json: opts.json.clone(),
+            junit: opts.junit.clone(),
+        });
+    }
     let conclusion = crate::schedule::run(&opts.test, trials);
-    if let Err(code) = write_reports(&opts, &records) {
+    let recs = records.lock().expect("records lock").clone();
+    if let Err(code) = write_reports(&opts.json, &opts.junit, recs) {
         return code;
     }
     if let (Some(why), false) = (all_skipped(&records), opts.allow_all_skipped) {
@@ -244,13 +275,75 @@ pub fn all_skipped(records: &Records) -> Option<String> {
     ))
 }
 
-fn write_reports(opts: &RunOpts, records: &Records) -> Result<(), i32> {
-    let mut recs = records.lock().expect("records lock").clone();
+/// What a signal handler needs to write the reports of a run cut short.
+struct Interrupted {
+    /// The trials this run would run: name and file.
+    selected: Vec<(String, String)>,
+    records: Records,
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
+}
+
+/// The trials libtest-mimic will run of these (filters and `ignore:` applied), with files.
+fn selected(
+    args: &libtest_mimic::Arguments,
+    trials: &[crate::schedule::Planned],
+    scenarios: &[crate::script::Scenario],
+) -> Vec<(String, String)> {
+    let files: std::collections::HashMap<String, String> = scenarios
+        .iter()
+        .flat_map(|sc| {
+            let file = sc.file.display().to_string();
+            sc.families
+                .iter()
+                .map(move |f| (sc.trial_name(*f), file.clone()))
+        })
+        .collect();
+    trials
+        .iter()
+        .map(|p| &p.trial)
+        .filter(|t| !args.is_filtered_out(t) && !args.is_ignored(t))
+        .map(|t| {
+            let file = files.get(t.name()).cloned().unwrap_or_default();
+            (t.name().to_string(), file)
+        })
+        .collect()
+}
+
+/// SIGINT/SIGTERM: the reports, with every trial that had not finished marked "not run".
+fn on_signal(sig: nix::sys::signal::Signal, plan: &Mutex<Option<Interrupted>>) {
+    let Some(plan) = plan.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        eprintln!("\nhalfclose: {sig} before any trial started; no reports written");
+        return;
+    };
+    let mut recs = plan
+        .records
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let finished = recs.len();
+    let why = format!("the run was interrupted by {sig} before this trial finished");
+    for (name, file) in &plan.selected {
+        if !recs.iter().any(|r| r.name == *name) {
+            recs.push(report::Record::not_run(name, file, &why));
+        }
+    }
+    let not_run = recs.len() - finished;
+    let written = write_reports(&plan.json, &plan.junit, recs).is_ok()
+        && (plan.json.is_some() || plan.junit.is_some());
+    eprintln!(
+        "\nhalfclose: interrupted by {sig}: {finished} trial(s) finished, {not_run} not run{}",
+        if written { "; reports written" } else { "" }
+    );
+}
+
+fn write_reports(
+    json: &Option<PathBuf>,
+    junit: &Option<PathBuf>,
+    mut recs: Vec<report::Record>,
+) -> Result<(), i32> {
     recs.sort_by(|a, b| a.name.cmp(&b.name));
-    for (path, text) in [
-        (&opts.json, report::json(&recs)),
-        (&opts.junit, report::junit(&recs)),
-    ] {
+    for (path, text) in [(json, report::json(&recs)), (junit, report::junit(&recs))] {
         if let Some(p) = path {
             report::write_file(p, &text).map_err(|e| {
                 eprintln!("halfclose: cannot write {}: {e}", p.display());

@@ -52,6 +52,24 @@ impl Record {
         }
     }
 
+    /// A trial that did not run to its end because the run was interrupted: a failure, so an
+    /// interrupted run never reads as a green one.
+    pub fn not_run(name: &str, file: &str, why: &str) -> Record {
+        Record {
+            name: name.to_string(),
+            file: file.to_string(),
+            passed: false,
+            seconds: 0.0,
+            failure: Some(format!("not run: {why}")),
+            states: Vec::new(),
+            states_source: String::new(),
+            pcap: None,
+            deviation: None,
+            measurements: Vec::new(),
+            skipped: None,
+        }
+    }
+
     fn of(v: &Verdict, sc: &Scenario) -> Record {
         Record {
             name: v.trial.clone(),

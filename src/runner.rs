@@ -183,7 +183,7 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
     let pcap = match written {
         Ok(()) => Some(pcap),
         Err(e) => {
-            tracing::warn!("cannot write {}: {e}", pcap.display());
+            eprintln!("halfclose: {trial}: cannot write {}: {e}", pcap.display());
             None
         }
     };

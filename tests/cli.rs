@@ -919,3 +919,133 @@ fn an_agent_that_dies_or_floods_mid_trial_is_named() {
         let _ = std::fs::remove_dir_all(&pcaps);
     }
 }
+
+/// Captures or reports that cannot be written: exit 2 before the first trial, saying why.
+#[test]
+fn unwritable_outputs_are_refused_before_any_trial() {
+    let dir = scratch("unwritable");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let f = file.to_str().unwrap();
+    let under_file = format!("{f}/r.json");
+    for (args, says) in [
+        (vec!["--pcap-dir", f], "it exists and is not a directory"),
+        (vec!["--pcap-dir", "/proc"], "cannot create a file in it"),
+        (vec!["--json", "/proc/r.json"], "cannot open it for writing"),
+        (vec!["--junit", dir.to_str().unwrap()], "it is a directory"),
+        (vec!["--json", &under_file], "is not a directory"),
+    ] {
+        let mut all = vec!["run", "suites/close/active-close.yaml"];
+        all.extend(&args);
+        let out = halfclose(&all);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(shown.contains(says), "{args:?}: `{says}`:\n{shown}");
+        assert!(!shown.contains("running"), "{args:?}: trials ran:\n{shown}");
+    }
+    // A report in a directory that does not exist yet: the directories are made.
+    let deep = dir.join("new/sub/r.json");
+    let pcaps = dir.join("pcaps");
+    let out = halfclose(&[
+        "run",
+        "suites/close/active-close.yaml",
+        "--json",
+        deep.to_str().unwrap(),
+        "--pcap-dir",
+        pcaps.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(deep.is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// For an ordinary user, a capture directory it may not write (root's, mode 755) is refused
+/// the same way. (One the user owns is writable to it in its user namespace, mode 555 or not.)
+#[test]
+fn unprivileged_read_only_capture_dir_is_refused() {
+    let ro = scratch("roots-dir");
+    std::fs::create_dir_all(&ro).unwrap();
+    let Some((out, dir)) = as_nobody(
+        "nobody-ro",
+        &[
+            "run",
+            "suites/close/active-close.yaml",
+            "--pcap-dir",
+            ro.to_str().unwrap(),
+        ],
+    ) else {
+        let _ = std::fs::remove_dir_all(&ro);
+        return;
+    };
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("cannot create a file in it: Permission denied"),
+        "{shown}"
+    );
+    assert!(!shown.contains("running"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ro);
+}
+
+/// SIGINT or SIGTERM mid-run: the reports hold the finished trials and mark the others
+/// "not run" (as failures), and the exit status is 128 + the signal.
+#[test]
+fn an_interrupted_run_still_writes_its_reports() {
+    for (sig, code, name) in [
+        (libc::SIGINT, 130, "SIGINT"),
+        (libc::SIGTERM, 143, "SIGTERM"),
+    ] {
+        let dir = scratch(&format!("interrupted-{name}"));
+        let (json, junit) = (dir.join("r.json"), dir.join("j.xml"));
+        let child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
+            .args([
+                "run",
+                "suites/close/active-close.yaml",
+                "suites/timers/close-wait-leak.yaml",
+                "--json",
+                json.to_str().unwrap(),
+                "--junit",
+                junit.to_str().unwrap(),
+                "--pcap-dir",
+                dir.to_str().unwrap(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // active-close takes milliseconds, close-wait-leak over 2 s.
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        // SAFETY: kill(2) on the pid of the child just started.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let out = child.wait_with_output().unwrap();
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{name}: {shown}");
+        assert!(
+            shown.contains(&format!(
+                "interrupted by {name}: 2 trial(s) finished, 2 not run"
+            )),
+            "{shown}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(
+            (report["passed"].clone(), report["failed"].clone()),
+            (2.into(), 2.into())
+        );
+        for t in report["trials"].as_array().unwrap() {
+            let leak = t["name"].as_str().unwrap().contains("close-wait-leak");
+            assert_eq!(t["passed"], !leak, "{t}");
+            if leak {
+                let f = t["failure"].as_str().unwrap();
+                assert!(f.starts_with("not run: ") && f.contains(name), "{f}");
+                assert_eq!(t["file"], "suites/timers/close-wait-leak.yaml");
+            }
+        }
+        let x = std::fs::read_to_string(&junit).unwrap();
+        assert_eq!(x.matches("<failure message=\"not run: ").count(), 2, "{x}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
