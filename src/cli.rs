@@ -34,14 +34,81 @@ USAGE:
     halfclose coverage [PATHS…]      requirements → the scenarios that check them (Markdown)
     halfclose matrix [--stacks linux,smoltcp] [--fast]
                                      the suite on each stack, one Markdown table
+    halfclose COMMAND --help         a command's own usage
 
 PATHS are scenario files or directories (default: suites). Captures go to
 DIR/<family>/<group>/<name>.pcapng (default DIR: target/halfclose).
-Exit status: 0 all passed, 1 a trial failed, 2 bad input or no privileges.";
+Exit status: 0 all passed, 1 a trial failed, 2 bad input, no privileges or every trial
+skipped; 130/143 interrupted by SIGINT/SIGTERM.";
+
+/// `halfclose COMMAND --help` (or `halfclose help COMMAND`).
+fn command_usage(cmd: &str) -> Option<&'static str> {
+    Some(match cmd {
+        "run" | "list" => "\
+USAGE:
+    halfclose run  [PATHS…] [OPTIONS]     run the trials (PATHS: files or directories; default suites)
+    halfclose list [PATHS…] [OPTIONS]     list them
+
+OPTIONS:
+    --filter F, --exact        only trials whose name contains F (is F)
+    --fast                     leave out scenarios tagged `slow` (the 60 s TIME_WAIT expiry)
+    --ignored, --include-ignored   only / also the scenarios marked `ignore:`
+    --stack linux|smoltcp      the system under test (default linux: the local kernel)
+    --agent CMD                a stack behind an agent speaking docs/agent-protocol.md
+    --expectations FILE        known deviations (default: PATHS' expectations/<stack>.yaml)
+    --pcap-dir DIR             captures: DIR/<family>/<group>/<name>.pcapng (default target/halfclose)
+    --json FILE, --junit FILE  reports (parent directories are made)
+    --format pretty|terse|json, --test-threads N, -q   as for a Rust test binary
+    --allow-all-skipped        a run in which every trial was skipped is not an error
+    --list                     list instead of running
+
+Exit status: 0 all passed, 1 a trial failed, 2 bad input, no privileges or every trial
+skipped; 130/143 interrupted (the reports are still written).",
+        "check" => "\
+USAGE:
+    halfclose check FILES…     validate scripts (files or directories); nothing is sent
+
+Errors name file:line:column. Exit status: 0 all valid, 2 a script has errors.",
+        "bench" => "\
+USAGE:
+    halfclose bench [--runs N] [--json] [--no-suite]
+
+Times trial setup, the active-close trial and the injection error (N runs each, default
+100), and the whole suite (full and --fast) unless --no-suite. --json: one line for CI.",
+        "coverage" => "\
+USAGE:
+    halfclose coverage [PATHS…]
+
+Prints the requirements → scenarios table (Markdown) for the scenarios under PATHS
+(default suites).",
+        "matrix" => "\
+USAGE:
+    halfclose matrix [--stacks linux,smoltcp] [--fast]
+
+Runs the suite on each stack and prints one Markdown table, scenario × stack
+(docs/conformance.md is its output). Stack names are checked before anything runs.",
+        _ => return None,
+    })
+}
 
 pub fn main() -> i32 {
     // Before anything can start a thread: entering a user namespace needs a single thread.
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let help = |a: &String| a == "-h" || a == "--help";
+    let asked = match args.first().map(String::as_str) {
+        Some("help") => args.get(1).map(String::as_str),
+        Some(cmd) if args[1..].iter().any(help) => Some(cmd),
+        _ => None,
+    };
+    if let Some(cmd) = asked {
+        return match command_usage(cmd) {
+            Some(u) => {
+                println!("{u}");
+                EXIT_OK
+            }
+            None => usage_error(&format!("no command `{cmd}`")),
+        };
+    }
     let needs_privilege = matches!(
         args.first().map(String::as_str),
         Some("run" | "bench" | "matrix")
@@ -71,7 +138,7 @@ pub fn main() -> i32 {
             println!("halfclose {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK
         }
-        _ => usage_error("expected a command: run, check, list, bench or coverage"),
+        _ => usage_error("expected a command: run, check, list, bench, coverage or matrix"),
     }
 }
 
@@ -393,11 +460,9 @@ pub fn resolve_stack(stack: Option<&str>, agent: Option<&str>) -> Result<Stack, 
         (Some(_), Some(_)) => return Err("--stack and --agent: give one".into()),
         (None | Some("linux"), None) => return Ok(Stack::Kernel),
         (Some("smoltcp"), None) => vec![sibling_binary("halfclose-smoltcp-agent")?],
-        (Some(other), None) => {
-            return Err(format!(
-                "--stack `{other}`: expected linux or smoltcp (or --agent CMD for another stack)"
-            ))
-        }
+        (Some(other), None) => return Err(format!(
+            "unknown stack `{other}`: expected linux or smoltcp (or --agent CMD for another stack)"
+        )),
         (None, Some(cmd)) => cmd.split_whitespace().map(String::from).collect(),
     };
     if cmd.is_empty() {

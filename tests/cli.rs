@@ -1049,3 +1049,46 @@ fn an_interrupted_run_still_writes_its_reports() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// `matrix` checks every stack name before running any column.
+#[test]
+fn matrix_refuses_an_unknown_stack_before_running_anything() {
+    for list in ["linux,bsd", "bsd", "linux,", "linux,linux"] {
+        let started = std::time::Instant::now();
+        let out = halfclose(&["matrix", "--stacks", list, "--fast"]);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{list}: {shown}");
+        assert!(!shown.contains("| scenario"), "{list}: a table:\n{shown}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{list}: a column ran first ({:?})",
+            started.elapsed()
+        );
+    }
+    let out = halfclose(&["matrix", "--stacks", "linux,bsd"]);
+    assert!(text(&out).contains("unknown stack `bsd`"), "{}", text(&out));
+}
+
+/// `COMMAND --help` prints that command's usage and exits 0, for every command.
+#[test]
+fn every_command_has_its_own_help() {
+    for (cmd, says) in [
+        ("run", "--allow-all-skipped"),
+        ("list", "--filter F"),
+        ("check", "halfclose check FILES"),
+        ("bench", "--no-suite"),
+        ("coverage", "halfclose coverage"),
+        ("matrix", "--stacks"),
+    ] {
+        for flag in ["--help", "-h"] {
+            let out = halfclose(&[cmd, flag]);
+            let shown = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{cmd} {flag}: {shown}");
+            assert!(shown.contains(says), "{cmd} {flag}: {shown}");
+            assert!(!shown.contains("unknown option"), "{shown}");
+        }
+    }
+    let out = halfclose(&["help", "run"]);
+    assert!(out.status.success() && text(&out).contains("--pcap-dir DIR"));
+    assert_eq!(halfclose(&["help", "frobnicate"]).status.code(), Some(2));
+}
