@@ -460,9 +460,11 @@ pub fn resolve_stack(stack: Option<&str>, agent: Option<&str>) -> Result<Stack, 
         (Some(_), Some(_)) => return Err("--stack and --agent: give one".into()),
         (None | Some("linux"), None) => return Ok(Stack::Kernel),
         (Some("smoltcp"), None) => vec![sibling_binary("halfclose-smoltcp-agent")?],
-        (Some(other), None) => return Err(format!(
+        (Some(other), None) => {
+            return Err(format!(
             "unknown stack `{other}`: expected linux or smoltcp (or --agent CMD for another stack)"
-        )),
+        ))
+        }
         (None, Some(cmd)) => cmd.split_whitespace().map(String::from).collect(),
     };
     if cmd.is_empty() {

@@ -164,6 +164,13 @@ pub enum TopologyError {
         value: String,
         source: io::Error,
     },
+    /// The kernel refused the value for a reason halfclose knows (root could not change it
+    /// either, so no "run as root" hint).
+    SysctlRefused {
+        key: String,
+        value: String,
+        reason: String,
+    },
     /// The kernel did not finish bringing the link up in time.
     Timeout { what: &'static str },
 }
@@ -214,6 +221,9 @@ impl fmt::Display for TopologyError {
             }
             TopologyError::SysctlWrite { key, value, source } => {
                 write!(f, "cannot set sysctl `{key}` to `{value}`: {source}")?
+            }
+            TopologyError::SysctlRefused { key, value, reason } => {
+                write!(f, "cannot set sysctl `{key}` to `{value}`: {reason}")?
             }
             TopologyError::Timeout { what } => write!(
                 f,
@@ -447,7 +457,40 @@ fn write_sysctl(key: &str, value: &str) -> Result<(), TopologyError> {
         Err(e) => return Err(write_error(e)),
     };
     // The kernel parses one write() as the whole value, so the value goes out in one call.
-    file.write_all(value.as_bytes()).map_err(write_error)
+    file.write_all(value.as_bytes())
+        .map_err(|e| refused(key, value, &e).unwrap_or_else(|| write_error(e)))
+}
+
+/// Why the kernel refused a sysctl value, when that is known and no privilege would help.
+fn refused(key: &str, value: &str, e: &io::Error) -> Option<TopologyError> {
+    let reason = match (key, e.raw_os_error()?) {
+        // Outside the host's namespace the kernel takes only the algorithms the host's root
+        // listed as allowed (tcp_set_default_congestion_control), however privileged we are.
+        ("net.ipv4.tcp_congestion_control", libc::EPERM) => {
+            let allowed = read_sysctl("net.ipv4.tcp_allowed_congestion_control")
+                .unwrap_or_else(|_| "?".into());
+            format!(
+                "a trial's network namespace may use only the algorithms in \
+                 net.ipv4.tcp_allowed_congestion_control, here `{allowed}` (the host's root \
+                 can add `{value}` there)"
+            )
+        }
+        ("net.ipv4.tcp_congestion_control", libc::ENOENT) => {
+            let available = read_sysctl("net.ipv4.tcp_available_congestion_control")
+                .unwrap_or_else(|_| "?".into());
+            format!("no such algorithm on this kernel (available: `{available}`)")
+        }
+        // We opened the file for writing, so we may write it: the value itself was refused.
+        (_, libc::EPERM) if crate::privilege::in_initial_user_namespace() => {
+            format!("the kernel refused the value in the trial's network namespace ({e})")
+        }
+        _ => return None,
+    };
+    Some(TopologyError::SysctlRefused {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason,
+    })
 }
 
 fn write_sysctls<'a>(
@@ -1004,6 +1047,43 @@ mod tests {
         assert!(sysctl_exists("net.ipv4.tcp_fin_timeout"));
         assert!(!sysctl_exists("net.ipv4.tcp_no_such_knob"));
         assert!(!sysctl_exists("kernel.hostname"));
+    }
+
+    #[test]
+    fn a_refused_congestion_control_says_why() {
+        let allowed = read_sysctl("net.ipv4.tcp_allowed_congestion_control").unwrap();
+        let available = read_sysctl("net.ipv4.tcp_available_congestion_control").unwrap();
+        let Some(restricted) = available
+            .split_whitespace()
+            .find(|a| !allowed.split_whitespace().any(|x| x == *a))
+        else {
+            eprintln!("skipped: every available algorithm is allowed ({available})");
+            return;
+        };
+        let script = [(
+            "net.ipv4.tcp_congestion_control".to_owned(),
+            restricted.to_owned(),
+        )];
+        let err = Topology::create(&script).unwrap_err().to_string();
+        assert!(
+            err.contains("tcp_allowed_congestion_control") && err.contains(&allowed),
+            "{err}"
+        );
+        assert!(!err.contains("run as root"), "{err}");
+        let script = [(
+            "net.ipv4.tcp_congestion_control".to_owned(),
+            "no-such-cc".to_owned(),
+        )];
+        let err = Topology::create(&script).unwrap_err().to_string();
+        assert!(err.contains("no such algorithm"), "{err}");
+        // An allowed one is simply set.
+        let first = allowed.split_whitespace().next().unwrap().to_owned();
+        let script = [("net.ipv4.tcp_congestion_control".to_owned(), first.clone())];
+        let topo = Topology::create(&script).unwrap();
+        let now = topo
+            .run_in_sut(|| read_sysctl("net.ipv4.tcp_congestion_control").unwrap())
+            .unwrap();
+        assert_eq!(now, first);
     }
 
     #[test]
