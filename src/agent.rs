@@ -262,7 +262,11 @@ pub fn probe(cmd: &[String]) -> Result<Hello, String> {
         let _ = tx.send(read_line(&mut stdout));
     });
     let line = rx.recv_timeout(ANSWER_TIMEOUT);
-    let status = keeper::exit_status(&agent.status_handle(), Duration::ZERO);
+    // Without a hello, the agent's exit status says most (it has exited, or soon will).
+    let status = match line {
+        Ok(Ok(None)) => keeper::exit_status(&agent.status_handle(), Duration::from_secs(1)),
+        _ => None,
+    };
     agent.stop();
     let bad = |what: String| format!("the agent `{shown}`: {what}");
     let line = match line {

@@ -184,6 +184,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         let mut value = |name: &str| {
             it.next()
                 .cloned()
+                .filter(|v| !v.is_empty() || name == "--filter")
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match a.as_str() {
@@ -518,6 +519,13 @@ fn cmd_coverage(args: &[String]) -> i32 {
     } else {
         args.iter().map(PathBuf::from).collect()
     };
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        eprintln!(
+            "halfclose: {}: no such file or directory",
+            missing.display()
+        );
+        return EXIT_BAD_INPUT;
+    }
     let suite = suite::load(&paths);
     for e in &suite.errors {
         eprintln!("error: {e}");

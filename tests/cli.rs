@@ -850,6 +850,30 @@ fn a_malformed_hello_is_bad_input() {
             started.elapsed()
         );
     }
+    let out = halfclose(&["run", "suites/close", "--agent", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("exited (exit status: 0) before saying hello"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Empty values and missing paths are usage errors, not silently something else.
+#[test]
+fn empty_values_and_missing_paths_are_refused() {
+    for args in [
+        vec!["run", "--pcap-dir", ""],
+        vec!["run", "--json", ""],
+        vec!["run", "--agent", " "],
+        vec!["run", "--stack", ""],
+        vec!["coverage", "no/such/dir"],
+        vec!["check", "no/such/file.yaml"],
+    ] {
+        let out = halfclose(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(!text(&out).contains("running"), "{args:?}: {}", text(&out));
+    }
 }
 
 /// A run in which every trial was skipped says so and exits 2, unless that is allowed.
