@@ -90,7 +90,7 @@ impl Stack {
                 .sysctls
                 .iter()
                 .find_map(|(k, _)| topology::sysctl_unavailable(k)),
-            Stack::Agent { hello, .. } => hello.missing(sc),
+            Stack::Agent { hello, .. } => hello.missing(sc).or_else(topology::tap_unavailable),
         }
     }
 }

@@ -403,6 +403,34 @@ pub fn sysctl_unavailable(key: &str) -> Option<String> {
     answer
 }
 
+/// Why no trial can have a TAP device here, if none can: probed once, by creating one in a
+/// short-lived namespace of its own (an unprivileged user may not open /dev/net/tun, or the
+/// kernel may lack the tun module).
+pub fn tap_unavailable() -> Option<String> {
+    use std::sync::OnceLock;
+    static ANSWER: OnceLock<Option<String>> = OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            let made = on_thread("hc-tap-probe", None, || {
+                enter_new_netns().and_then(|_ns| open_tap(TAP_IFNAME))
+            });
+            let e = match made {
+                Ok(Ok(_tap)) => return None,
+                Ok(Err(e)) | Err(e) => e,
+            };
+            Some(match e.errno() {
+                Some(libc::EACCES | libc::EPERM)
+                    if !crate::privilege::in_initial_user_namespace() =>
+                {
+                    "a TAP device (this user may not open /dev/net/tun: run as root, or let it)"
+                        .to_string()
+                }
+                _ => format!("a TAP device ({e})"),
+            })
+        })
+        .clone()
+}
+
 /// Reads a sysctl in the caller's network namespace (call it inside `run_in_sut`), trimmed.
 pub fn read_sysctl(key: &str) -> Result<String, TopologyError> {
     let path = sysctl_path(key)?;

@@ -1141,3 +1141,49 @@ fn every_pass_fixture_passes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An agent run by a user who may not open /dev/net/tun: every trial is skipped with that
+/// reason, which makes the run exit 2 with it, before any agent starts a trial.
+#[test]
+fn unprivileged_agent_run_without_tun_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata("/dev/net/tun") else {
+        eprintln!("no /dev/net/tun: skipped");
+        return;
+    };
+    if meta.permissions().mode() & 0o006 == 0o006 {
+        eprintln!("/dev/net/tun is open to everyone here: skipped");
+        return;
+    }
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    let Some((out, dir)) = as_nobody(
+        "nobody-tap",
+        &[
+            "run",
+            "suites/close/active-close.yaml",
+            "--agent",
+            agent.to_str().unwrap(),
+            "--pcap-dir",
+            "{dir}",
+            "--json",
+            "{dir}/r.json",
+        ],
+    ) else {
+        return;
+    };
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("every trial was skipped")
+            && shown.contains("this user may not open /dev/net/tun"),
+        "{shown}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
+    for t in report["trials"].as_array().unwrap() {
+        assert!(t["skipped"].as_str().unwrap().contains("TAP device"), "{t}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
