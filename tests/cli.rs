@@ -23,10 +23,33 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A scratch directory under the system's temp dir, removed when dropped: also when the test
+/// fails, so no run leaves one behind.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("halfclose-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    Scratch(dir)
 }
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
@@ -353,7 +376,7 @@ fn sigkill_leaves_no_namespace_interface_or_process() {
 
 /// `halfclose ARGS…` as the user nobody, with a scratch directory nobody may write; None
 /// (skipped) unless the test runs as root and setpriv is there.
-fn as_nobody(name: &str, args: &[&str]) -> Option<(Output, PathBuf)> {
+fn as_nobody(name: &str, args: &[&str]) -> Option<(Output, Scratch)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
     {
@@ -534,7 +557,8 @@ fn smoltcp_runs_with_its_expectations() {
     let Some(agent) = smoltcp_agent() else {
         return;
     };
-    let json = scratch("smoltcp").join("report.json");
+    let dir = scratch("smoltcp");
+    let json = dir.join("report.json");
     let out = halfclose(&[
         "run",
         "suites/close",
