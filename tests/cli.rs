@@ -671,15 +671,51 @@ fn pids_with_arg(needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// The network namespaces the TAP devices open in a process live in ("net:[…]"), found by
-/// duplicating each /dev/net/tun descriptor (pidfd_getfd) and asking it (TUNGETDEVNETNS).
-fn tap_netns_held_by(pid: &str) -> Vec<String> {
+/// A network namespace's cookie (SO_NETNS_COOKIE), from an fd referring to it: unlike its
+/// nsfs inode number, which the kernel hands out again as soon as the namespace is gone, the
+/// cookie is never reused while the machine runs.
+fn netns_cookie(ns: std::os::fd::OwnedFd) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    std::thread::spawn(move || {
+        // SAFETY: setns on this (short-lived) thread, a socket it closes, a u64 to fill.
+        unsafe {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return None;
+            }
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            if sock < 0 {
+                return None;
+            }
+            let mut cookie = 0u64;
+            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+            const SO_NETNS_COOKIE: libc::c_int = 71;
+            let rc = libc::getsockopt(
+                sock,
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            );
+            libc::close(sock);
+            (rc == 0).then_some(cookie)
+        }
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// The network namespaces (by cookie) that the TAP devices a process holds open live in,
+/// found by duplicating each /dev/net/tun descriptor (pidfd_getfd) and asking it
+/// (TUNGETDEVNETNS).
+fn tap_netns_held_by(pid: &str) -> Vec<u64> {
+    use std::os::fd::FromRawFd;
     const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
     let mut out = Vec::new();
     let Ok(n) = pid.parse::<libc::c_long>() else {
         return out;
     };
-    // SAFETY: plain system calls on descriptors this function owns and closes.
+    // SAFETY: plain system calls; every descriptor made here is closed or owned.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, n, 0) as i32;
         if pidfd < 0 {
@@ -699,13 +735,10 @@ fn tap_netns_held_by(pid: &str) -> Vec<String> {
                     continue;
                 }
                 let ns = libc::ioctl(dup, TUNGETDEVNETNS as _);
-                if ns >= 0 {
-                    if let Ok(l) = std::fs::read_link(format!("/proc/self/fd/{ns}")) {
-                        out.push(l.to_string_lossy().into_owned());
-                    }
-                    libc::close(ns);
-                }
                 libc::close(dup);
+                if ns >= 0 {
+                    out.extend(netns_cookie(std::os::fd::OwnedFd::from_raw_fd(ns)));
+                }
             }
         }
         libc::close(pidfd);
@@ -713,13 +746,41 @@ fn tap_netns_held_by(pid: &str) -> Vec<String> {
     out
 }
 
-/// Every network namespace some process refers to: its own, its threads', by descriptor,
+/// Every network namespace (by cookie) some process refers to: its threads', by descriptor,
 /// and through the TAP devices it holds open.
-fn every_netns() -> std::collections::BTreeSet<String> {
+fn every_netns() -> std::collections::BTreeSet<u64> {
+    let mut by_inode: std::collections::BTreeMap<String, PathBuf> = Default::default();
     let mut all = std::collections::BTreeSet::new();
     for p in all_pids() {
-        all.extend(netns_held_by(&p));
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let path = t.path().join("ns/net");
+            if let Ok(l) = std::fs::read_link(&path) {
+                by_inode
+                    .entry(l.to_string_lossy().into_owned())
+                    .or_insert(path);
+            }
+        }
+        for e in std::fs::read_dir(format!("/proc/{p}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(l) = std::fs::read_link(e.path()) {
+                let l = l.to_string_lossy().into_owned();
+                if l.starts_with("net:[") {
+                    by_inode.entry(l).or_insert(e.path());
+                }
+            }
+        }
         all.extend(tap_netns_held_by(&p));
+    }
+    for path in by_inode.values() {
+        if let Ok(f) = std::fs::File::open(path) {
+            all.extend(netns_cookie(f.into()));
+        }
     }
     all
 }
@@ -764,11 +825,16 @@ fn a_forking_agent_leaves_nothing_after_the_run() {
         .unwrap();
     // Mid-trial: the helpers exist and hold the trials' namespaces through their TAP fds.
     std::thread::sleep(std::time::Duration::from_millis(900));
-    let held: Vec<String> = pids_with_env(&token)
+    let held: Vec<u64> = pids_with_env(&token)
         .iter()
         .flat_map(|p| tap_netns_held_by(p))
         .collect();
     assert!(!held.is_empty(), "the agents hold their TAP devices");
+    let during = every_netns();
+    assert!(
+        held.iter().all(|n| during.contains(n)),
+        "the scan sees the trials' namespaces while they live: {held:?}"
+    );
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let left = pids_with_env(&token);
@@ -817,7 +883,7 @@ fn a_forking_agent_leaves_nothing_after_sigkill() {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay));
-        let held: Vec<String> = pids_with_env(&token)
+        let held: Vec<u64> = pids_with_env(&token)
             .iter()
             .flat_map(|p| tap_netns_held_by(p))
             .collect();
