@@ -8,17 +8,16 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use serde_json::{json, Value};
 
+use crate::keeper;
 use crate::observe::{SockInfo, TcpState, TimerKind};
 use crate::runner::timing::TimerProfile;
 use crate::script::call::{How, SockOpt};
@@ -27,10 +26,28 @@ use crate::sut::{on_call_thread, Addrs, CallResult, CallTable, Completed, SutDri
 use crate::topology::{self, Topology};
 use crate::Family;
 
-/// The fd number the TAP device has in the agent process.
-const TAP_FD: i32 = 3;
 /// How long the agent may take to say hello, or to answer a non-blocking command.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest line an agent may write (docs/agent-protocol.md), `\n` not counted.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The commands of protocol 1, as a hello's `calls` names them (there is no `dup` yet).
+const CALLS: &[&str] = &[
+    "socket",
+    "bind",
+    "listen",
+    "accept",
+    "connect",
+    "write",
+    "read",
+    "shutdown",
+    "close",
+    "setsockopt",
+    "state",
+];
+const SHUTDOWN: &[&str] = &["rd", "wr", "rdwr"];
+const SOCKOPTS: &[&str] = &["linger", "linger-timeout", "nodelay", "keepalive"];
+const EVENTS: &[&str] = &["state", "readable", "reset"];
 
 /// What an agent says it can do (its hello line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,30 +62,80 @@ pub struct Hello {
 }
 
 impl Hello {
+    /// The capabilities from a hello line; the error names what is wrong with it.
     fn parse(v: &Value) -> Result<Hello, String> {
-        let h = v.get("hello").ok_or("the first line is not a hello")?;
-        let strings = |k: &str| -> Vec<String> {
-            h.get(k)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
+        let h = v
+            .get("hello")
+            .ok_or("the first line is not a hello (`{\"hello\": {…}}`)")?;
+        let h = h.as_object().ok_or_else(|| {
+            format!(
+                "`hello` must be an object of capabilities, not {}",
+                json_kind(h)
+            )
+        })?;
+        match h.get("protocol") {
+            Some(p) if p.as_u64() == Some(1) => {}
+            Some(p) => {
+                return Err(format!(
+                    "`protocol` is {p}; this halfclose speaks protocol 1"
+                ))
+            }
+            None => return Err("missing `protocol` (this halfclose speaks protocol 1)".into()),
+        }
+        let text = |k: &str, required: bool| -> Result<String, String> {
+            match h.get(k) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+                None if !required => Ok(String::new()),
+                None => Err(format!("missing `{k}`")),
+                Some(other) => Err(format!(
+                    "`{k}` must be a non-empty string, not {}",
+                    json_kind(other)
+                )),
+            }
         };
-        let text = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let names = |k: &str, known: &[&str], required: bool| -> Result<Vec<String>, String> {
+            let list = match h.get(k) {
+                None if !required => return Ok(Vec::new()),
+                None => return Err(format!("missing `{k}` (a list such as [\"socket\", …])")),
+                Some(Value::Array(a)) => a,
+                Some(other) => {
+                    return Err(format!(
+                        "`{k}` must be a list of names, not {}",
+                        json_kind(other)
+                    ))
+                }
+            };
+            list.iter()
+                .map(|x| match x.as_str() {
+                    Some(n) if known.contains(&n) => Ok(n.to_string()),
+                    Some(n) => Err(format!(
+                        "`{k}` lists `{n}`, which protocol 1 does not have (known: {})",
+                        known.join(", ")
+                    )),
+                    None => Err(format!("`{k}` must list names (strings), not {x}")),
+                })
+                .collect()
+        };
+        let timers = match h.get("timers") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => return Err(format!("`timers` must be true or false, not {other}")),
+        };
+        let time_wait = match h.get("time_wait_ms") {
+            None => None,
+            Some(t) => Some(Duration::from_millis(t.as_u64().ok_or_else(|| {
+                format!("`time_wait_ms` must be a number of milliseconds, not {t}")
+            })?)),
+        };
+        names("events", EVENTS, false)?;
         Ok(Hello {
-            agent: text("agent"),
-            stack: text("stack"),
-            calls: strings("calls"),
-            shutdown: strings("shutdown"),
-            sockopts: strings("sockopts"),
-            timers: h.get("timers").and_then(Value::as_bool).unwrap_or(false),
-            time_wait: h
-                .get("time_wait_ms")
-                .and_then(Value::as_u64)
-                .map(Duration::from_millis),
+            agent: text("agent", false)?,
+            stack: text("stack", true)?,
+            calls: names("calls", CALLS, true)?,
+            shutdown: names("shutdown", SHUTDOWN, false)?,
+            sockopts: names("sockopts", SOCKOPTS, false)?,
+            timers,
+            time_wait,
         })
     }
 
@@ -160,6 +227,18 @@ fn how_name(h: How) -> &'static str {
     }
 }
 
+/// What a JSON value is, for messages: "a string", "a number (5)", …
+fn json_kind(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) => format!("a string ({s:?})"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
 /// The protocol's name and JSON fields for a socket option; None: not in the protocol.
 fn opt_json(opt: &SockOpt) -> Option<(&'static str, Value)> {
     match *opt {
@@ -171,28 +250,78 @@ fn opt_json(opt: &SockOpt) -> Option<(&'static str, Value)> {
 }
 
 /// Starts the agent without a TAP device just to read its hello (for skipping scenarios and
-/// naming the stack before any trial runs).
+/// naming the stack before any trial runs). The error says what was wrong: no hello, a line
+/// that is not one, or a hello that does not say what protocol 1 asks.
 pub fn probe(cmd: &[String]) -> Result<Hello, String> {
-    let mut child = Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the agent `{}`: {e}", cmd.join(" ")))?;
-    let stdout = child.stdout.take().expect("piped");
+    let shown = cmd.join(" ");
+    let mut agent = keeper::Agent::spawn(cmd, None, Stdio::null())
+        .map_err(|e| format!("cannot start the agent `{shown}`: {e}"))?;
+    let mut stdout = BufReader::new(agent.stdout.take().expect("piped"));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        let _ = tx.send(read_line(&mut stdout));
     });
     let line = rx.recv_timeout(ANSWER_TIMEOUT);
-    let _ = child.kill();
-    let _ = child.wait();
-    let line = line.map_err(|_| "the agent said no hello within 5 s".to_string())?;
-    let v: Value = serde_json::from_str(&line).map_err(|e| format!("the agent's hello: {e}"))?;
-    Hello::parse(&v)
+    // Without a hello, the agent's exit status says most (it has exited, or soon will).
+    let status = match line {
+        Ok(Ok(None)) => keeper::exit_status(&agent.status_handle(), Duration::from_secs(1)),
+        _ => None,
+    };
+    agent.stop();
+    let bad = |what: String| format!("the agent `{shown}`: {what}");
+    let line = match line {
+        Err(_) => return Err(bad("no hello within 5 s".into())),
+        Ok(Err(e)) => return Err(bad(format!("its hello: {e}"))),
+        Ok(Ok(None)) => {
+            let how = status.map_or("closed its output".into(), |s| format!("exited ({s})"));
+            return Err(bad(format!("{how} before saying hello")));
+        }
+        Ok(Ok(Some(line))) => line,
+    };
+    let v: Value = serde_json::from_slice(&line)
+        .map_err(|e| bad(format!("its hello is not JSON ({e}): {}", excerpt(&line))))?;
+    Hello::parse(&v).map_err(|e| bad(format!("malformed hello: {e}: {}", excerpt(&line))))
+}
+
+/// One line of an agent's output, without its `\n`, read in linear time and at most
+/// [`MAX_LINE`] long; None at the end of the output.
+fn read_line(r: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok((!line.is_empty()).then_some(line));
+        }
+        let (take, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > MAX_LINE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a line longer than {} MiB, the protocol's limit (it begins {})",
+                    MAX_LINE >> 20,
+                    excerpt(if line.is_empty() { &buf[..take] } else { &line })
+                ),
+            ));
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take + end as usize);
+        if end {
+            return Ok(Some(line));
+        }
+    }
+}
+
+/// The start of a line, for messages.
+fn excerpt(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&line[..line.len().min(60)]).into_owned();
+    if line.len() > 60 {
+        format!("{text}…")
+    } else {
+        text
+    }
 }
 
 /// A state change the agent reported.
@@ -204,21 +333,54 @@ pub struct StateEvent {
     pub to: Option<TcpState>,
 }
 
+/// What the reader thread shares with the callers: who waits for which reply, and, once
+/// the agent is gone (or broke the protocol), why.
+#[derive(Default)]
+struct Shared {
+    waiting: HashMap<u64, Sender<Value>>,
+    gone: Option<String>,
+}
+
 /// The request side of the agent's pipes, shared with call threads.
 #[derive(Clone)]
 struct Wire {
     stdin: Arc<Mutex<ChildStdin>>,
     next_id: Arc<AtomicU64>,
-    waiting: Arc<Mutex<HashMap<u64, Sender<Value>>>>,
+    shared: Arc<(Mutex<Shared>, Condvar)>,
 }
 
 impl Wire {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the agent can no longer answer, if it cannot.
+    fn gone(&self) -> Option<String> {
+        self.lock().gone.clone()
+    }
+
+    /// Why the agent went, waiting a little for the reader to find out; else `fallback`.
+    fn lost(&self, fallback: String) -> String {
+        let (m, cv) = &*self.shared;
+        let guard = m.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = cv
+            .wait_timeout_while(guard, Duration::from_secs(2), |s| s.gone.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        guard.gone.clone().unwrap_or(fallback)
+    }
+
     /// Sends a command; the receiver gets its reply line.
     fn request(&self, mut cmd: Value) -> io::Result<Receiver<Value>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         cmd["id"] = json!(id);
         let (tx, rx) = mpsc::channel();
-        self.waiting.lock().expect("waiting lock").insert(id, tx);
+        {
+            let mut shared = self.lock();
+            if let Some(why) = &shared.gone {
+                return Err(io::Error::other(why.clone()));
+            }
+            shared.waiting.insert(id, tx);
+        }
         let mut line = cmd.to_string();
         line.push('\n');
         let mut stdin = self.stdin.lock().expect("stdin lock");
@@ -227,20 +389,29 @@ impl Wire {
         Ok(rx)
     }
 
-    /// Sends a command and waits for its reply.
+    /// Sends a command and waits for its reply; the error says why there is none.
     fn ask(&self, cmd: Value, timeout: Duration) -> Result<Value, String> {
         let rx = self
             .request(cmd)
-            .map_err(|e| format!("writing to the agent: {e}"))?;
-        rx.recv_timeout(timeout)
-            .map_err(|_| "the agent did not answer".to_string())
+            .map_err(|e| self.lost(format!("writing to the agent: {e}")))?;
+        match rx.recv_timeout(timeout) {
+            Ok(v) => Ok(v),
+            Err(RecvTimeoutError::Disconnected) => Err(self.lost("the agent went away".into())),
+            Err(RecvTimeoutError::Timeout) => Err(self.gone().unwrap_or_else(|| {
+                format!(
+                    "the agent did not answer within {}",
+                    crate::script::values::show_duration(timeout)
+                )
+            })),
+        }
     }
 }
 
 /// One agent process driving one trial's SUT.
 pub struct AgentSut {
-    child: Child,
+    /// Declared before `agent`: the stdin pipe closes first, then the agent is stopped.
     wire: Wire,
+    agent: keeper::Agent,
     pub hello: Hello,
     pub events: Arc<Mutex<Vec<StateEvent>>>,
     table: CallTable,
@@ -250,32 +421,39 @@ impl AgentSut {
     /// Starts the agent on the trial's TAP device and configures the SUT's addresses.
     pub fn launch(cmd: &[String], topo: &Topology) -> Result<AgentSut, String> {
         let tap = topo.tap_fd().ok_or("the topology has no TAP device")?;
-        let mut child = spawn(cmd, tap)?;
-        let stdout = child.stdout.take().expect("piped");
-        let stdin = child.stdin.take().expect("piped");
+        let mut agent = keeper::Agent::spawn(cmd, Some(tap), Stdio::inherit())
+            .map_err(|e| format!("cannot start the agent `{}`: {e}", cmd.join(" ")))?;
+        let stdout = agent.stdout.take().expect("piped");
+        let stdin = agent.stdin.take().expect("piped");
         let wire = Wire {
             stdin: Arc::new(Mutex::new(stdin)),
             next_id: Arc::new(AtomicU64::new(1)),
-            waiting: Arc::new(Mutex::new(HashMap::new())),
+            shared: Arc::default(),
         };
         let events = Arc::new(Mutex::new(Vec::new()));
         let (hello_tx, hello_rx) = mpsc::channel();
-        let (waiting, ev) = (wire.waiting.clone(), events.clone());
+        let (w, ev, status) = (wire.clone(), events.clone(), agent.status_handle());
         std::thread::Builder::new()
             .name("halfclose-agent-rx".into())
-            .spawn(move || read_lines(stdout, hello_tx, waiting, ev))
+            .spawn(move || read_lines(stdout, hello_tx, w, ev, status))
             .map_err(|e| format!("cannot start the agent reader: {e}"))?;
         let mut sut = AgentSut {
-            child,
             wire,
+            agent,
             hello: Hello::default(),
             events,
             table: CallTable::default(),
         };
-        let hello = hello_rx
-            .recv_timeout(ANSWER_TIMEOUT)
-            .map_err(|_| "the agent said no hello within 5 s".to_string())?;
-        sut.hello = Hello::parse(&hello)?;
+        let hello = match hello_rx.recv_timeout(ANSWER_TIMEOUT) {
+            Ok(h) => h,
+            Err(RecvTimeoutError::Timeout) => {
+                return Err("the agent said no hello within 5 s".into())
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(sut.wire.lost("the agent went away".into()) + " before saying hello")
+            }
+        };
+        sut.hello = Hello::parse(&hello).map_err(|e| format!("malformed hello: {e}"))?;
         sut.configure()?;
         Ok(sut)
     }
@@ -299,54 +477,41 @@ impl AgentSut {
     }
 }
 
-fn spawn(cmd: &[String], tap: BorrowedFd<'_>) -> Result<Child, String> {
-    let tap_raw = tap.as_raw_fd();
-    let mut c = Command::new(&cmd[0]);
-    c.args(&cmd[1..])
-        .env("HALFCLOSE_TAP_FD", TAP_FD.to_string())
-        .env("HALFCLOSE_TAP_NAME", topology::TAP_IFNAME)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            // The agent goes when the thread that started it does (or the process dies).
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            // dup2 clears close-on-exec on the new number, but does nothing at all when the
-            // TAP already has that number (then it would be closed at exec).
-            let rc = if tap_raw == TAP_FD {
-                libc::fcntl(TAP_FD, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(tap_raw, TAP_FD)
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    c.spawn()
-        .map_err(|e| format!("cannot start the agent `{}`: {e}", cmd.join(" ")))
-}
-
 /// The reader thread: the hello, then replies to whoever waits for their id, and events.
+/// At the end of the agent's output, or at a line that breaks the protocol, it records why
+/// the agent is gone (with its exit status when it exited) and wakes every waiting call.
 fn read_lines(
     stdout: std::process::ChildStdout,
     hello: Sender<Value>,
-    waiting: Arc<Mutex<HashMap<u64, Sender<Value>>>>,
+    wire: Wire,
     events: Arc<Mutex<Vec<StateEvent>>>,
+    status: Arc<Mutex<Child>>,
 ) {
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-            tracing::warn!("agent: not JSON: {line}");
-            continue;
+    let mut r = BufReader::new(stdout);
+    let why = loop {
+        let line = match read_line(&mut r) {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                break match keeper::exit_status(&status, Duration::from_secs(2)) {
+                    Some(s) => format!("the agent exited ({s})"),
+                    None => "the agent closed its output".to_string(),
+                }
+            }
+            Err(e) => break format!("the agent broke the protocol: {e}"),
+        };
+        let v = match serde_json::from_slice::<Value>(&line) {
+            Ok(v) if v.is_object() => v,
+            _ => {
+                break format!(
+                    "the agent broke the protocol: a line that is not a JSON object: {}",
+                    excerpt(&line)
+                )
+            }
         };
         if v.get("hello").is_some() {
             let _ = hello.send(v);
         } else if let Some(id) = v.get("id").and_then(Value::as_u64) {
-            if let Some(tx) = waiting.lock().expect("waiting lock").remove(&id) {
+            if let Some(tx) = wire.lock().waiting.remove(&id) {
                 let _ = tx.send(v);
             }
         } else if v.get("event").and_then(Value::as_str) == Some("state") {
@@ -354,7 +519,14 @@ fn read_lines(
                 events.lock().expect("events lock").push(e);
             }
         }
-    }
+    };
+    tracing::debug!("agent reader: {why}");
+    let mut shared = wire.lock();
+    shared.gone = Some(why);
+    // Dropping the senders wakes every call still waiting for a reply.
+    shared.waiting.clear();
+    drop(shared);
+    wire.shared.1.notify_all();
 }
 
 fn state_event(v: &Value) -> Option<StateEvent> {
@@ -378,7 +550,7 @@ fn parse_state(s: &str) -> Option<TcpState> {
 fn result_of(reply: Result<Value, String>) -> CallResult {
     let v = match reply {
         Ok(v) => v,
-        Err(_) => return CallResult::Err(Errno::EIO),
+        Err(why) => return CallResult::Lost(why),
     };
     if let Some(e) = v.get("error").and_then(Value::as_str) {
         return CallResult::Err(errno_named(e));
@@ -507,6 +679,9 @@ impl SutDriver for AgentSut {
         call: &Call,
         addrs: Addrs,
     ) -> Result<Receiver<Completed>, String> {
+        if let Some(why) = self.wire.gone() {
+            return Err(why);
+        }
         let fd = self.table.fd(call);
         let wire = self.wire.clone();
         let func = call.func.clone();
@@ -555,14 +730,14 @@ impl SutDriver for AgentSut {
 
 impl Drop for AgentSut {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.agent.stop();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn a_hello_lists_capabilities() {
@@ -576,6 +751,76 @@ mod tests {
         assert_eq!(h.profile().name, "smoltcp");
         assert_eq!(h.missing_call(&Func::Dup), Some("the call dup".into()));
         assert_eq!(h.missing_call(&Func::Close), None);
+    }
+
+    #[test]
+    fn a_malformed_hello_says_what_is_wrong() {
+        let err = |line: &str| Hello::parse(&serde_json::from_str(line).unwrap()).unwrap_err();
+        let ok = r#"{"protocol":1,"stack":"s 1","calls":["socket"]"#;
+        for (line, says) in [
+            (r#"{"hello":5}"#.to_string(), "not a number (5)"),
+            (r#"{"hello":{}}"#.into(), "missing `protocol`"),
+            (r#"{"hi":{}}"#.into(), "not a hello"),
+            (
+                r#"{"hello":{"protocol":2,"stack":"s","calls":[]}}"#.into(),
+                "`protocol` is 2",
+            ),
+            (
+                r#"{"hello":{"protocol":1,"stack":"s","calls":"all"}}"#.into(),
+                "`calls` must be a list of names, not a string (\"all\")",
+            ),
+            (
+                r#"{"hello":{"protocol":1,"calls":[]}}"#.into(),
+                "missing `stack`",
+            ),
+            (
+                r#"{"hello":{"protocol":1,"stack":"s","calls":["sokcet"]}}"#.into(),
+                "`calls` lists `sokcet`",
+            ),
+            (
+                r#"{"hello":{"protocol":1,"stack":"s","calls":[1]}}"#.into(),
+                "must list names",
+            ),
+            (format!(r#"{{"hello":{ok},"timers":"no"}}}}"#), "`timers`"),
+            (
+                format!(r#"{{"hello":{ok},"time_wait_ms":-1}}}}"#),
+                "`time_wait_ms`",
+            ),
+            (
+                format!(r#"{{"hello":{ok},"shutdown":["half"]}}}}"#),
+                "`half`",
+            ),
+            (format!(r#"{{"hello":{ok},"events":["boom"]}}}}"#), "`boom`"),
+        ] {
+            let e = err(&line);
+            assert!(e.contains(says), "{line}: {e}");
+        }
+        let h =
+            Hello::parse(&serde_json::from_str(&format!("{{\"hello\":{ok}}}}}")).unwrap()).unwrap();
+        assert_eq!((h.stack.as_str(), h.calls.len()), ("s 1", 1));
+    }
+
+    #[test]
+    fn lines_are_capped_and_read_in_linear_time() {
+        // Lines split across a tiny buffer come out whole.
+        let mut r = BufReader::with_capacity(3, &b"{\"a\":1}\n\n{}\nend"[..]);
+        let mut lines = Vec::new();
+        while let Some(l) = read_line(&mut r).unwrap() {
+            lines.push(String::from_utf8(l).unwrap());
+        }
+        assert_eq!(lines, ["{\"a\":1}", "", "{}", "end"]);
+        // An endless line stops at the cap, with an error, having read little more.
+        let endless = io::repeat(b'x').take(1 << 40);
+        let mut r = BufReader::new(endless);
+        let started = std::time::Instant::now();
+        let e = read_line(&mut r).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("longer than 1 MiB"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Exactly at the cap is still a line.
+        let mut exact = vec![b'y'; MAX_LINE];
+        exact.push(b'\n');
+        assert_eq!(read_line(&mut &exact[..]).unwrap().unwrap().len(), MAX_LINE);
     }
 
     #[test]
@@ -593,6 +838,10 @@ mod tests {
         assert_eq!(
             r(r#"{"id":1,"error":"EWEIRD"}"#),
             CallResult::Err(Errno::EIO)
+        );
+        assert_eq!(
+            result_of(Err("the agent exited (exit status: 3)".into())).to_string(),
+            "no result: the agent exited (exit status: 3)"
         );
     }
 }

@@ -28,7 +28,7 @@ USAGE:
                     [--ignored] [--include-ignored] [--test-threads N]
                     [--format pretty|terse|json] [--json FILE] [--junit FILE]
                     [--expectations FILE] [--stack linux|smoltcp | --agent CMD]
-                    [--retries N]
+                    [--allow-all-skipped] [--retries N]
     halfclose check FILES…           validate scripts only; nothing is sent
     halfclose list  [PATHS…]         list the trials
     halfclose bench [--runs N] [--json]
@@ -36,17 +36,86 @@ USAGE:
     halfclose coverage [PATHS…]      requirements → the scenarios that check them (Markdown)
     halfclose matrix [--stacks linux,smoltcp] [--fast]
                                      the suite on each stack, one Markdown table
+    halfclose COMMAND --help         a command's own usage
 
 PATHS are scenario files or directories (default: suites). Captures go to
 DIR/<family>/<group>/<name>.pcapng (default DIR: target/halfclose).
 A trial whose run the harness's own lateness may have decided is inconclusive and is rerun,
 up to --retries N more times (default 2).
-Exit status: 0 all passed, 1 a trial failed, 2 bad input or no privileges, 3 none failed but
-some stayed inconclusive after their retries.";
+Exit status: 0 all passed, 1 a trial failed, 2 bad input, no privileges or every trial
+skipped, 3 none failed but some stayed inconclusive after their retries; 130/143 interrupted
+by SIGINT/SIGTERM.";
+
+/// `halfclose COMMAND --help` (or `halfclose help COMMAND`).
+fn command_usage(cmd: &str) -> Option<&'static str> {
+    Some(match cmd {
+        "run" | "list" => "\
+USAGE:
+    halfclose run  [PATHS…] [OPTIONS]     run the trials (PATHS: files or directories; default suites)
+    halfclose list [PATHS…] [OPTIONS]     list them
+
+OPTIONS:
+    --filter F, --exact        only trials whose name contains F (is F)
+    --fast                     leave out scenarios tagged `slow` (the 60 s TIME_WAIT expiry)
+    --ignored, --include-ignored   only / also the scenarios marked `ignore:`
+    --stack linux|smoltcp      the system under test (default linux: the local kernel)
+    --agent CMD                a stack behind an agent speaking docs/agent-protocol.md
+    --expectations FILE        known deviations (default: PATHS' expectations/<stack>.yaml)
+    --pcap-dir DIR             captures: DIR/<family>/<group>/<name>.pcapng (default target/halfclose)
+    --json FILE, --junit FILE  reports (parent directories are made)
+    --format pretty|terse|json, --test-threads N, -q   as for a Rust test binary
+    --allow-all-skipped        a run in which every trial was skipped is not an error
+    --retries N                reruns of a trial whose runs were inconclusive (default 2)
+    --list                     list instead of running
+
+Exit status: 0 all passed, 1 a trial failed, 2 bad input, no privileges or every trial
+skipped, 3 none failed but some stayed inconclusive after their retries; 130/143
+interrupted (the reports are still written).",
+        "check" => "\
+USAGE:
+    halfclose check FILES…     validate scripts (files or directories); nothing is sent
+
+Errors name file:line:column. Exit status: 0 all valid, 2 a script has errors.",
+        "bench" => "\
+USAGE:
+    halfclose bench [--runs N] [--json] [--no-suite]
+
+Times trial setup, the active-close trial and the injection error (N runs each, default
+100), and the whole suite (full and --fast) unless --no-suite. --json: one line for CI.",
+        "coverage" => "\
+USAGE:
+    halfclose coverage [PATHS…]
+
+Prints the requirements → scenarios table (Markdown) for the scenarios under PATHS
+(default suites).",
+        "matrix" => "\
+USAGE:
+    halfclose matrix [--stacks linux,smoltcp] [--fast]
+
+Runs the suite on each stack and prints one Markdown table, scenario × stack
+(docs/conformance.md is its output). Stack names are checked before anything runs.",
+        _ => return None,
+    })
+}
 
 pub fn main() -> i32 {
     // Before anything can start a thread: entering a user namespace needs a single thread.
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let help = |a: &String| a == "-h" || a == "--help";
+    let asked = match args.first().map(String::as_str) {
+        Some("help") => args.get(1).map(String::as_str),
+        Some(cmd) if args[1..].iter().any(help) => Some(cmd),
+        _ => None,
+    };
+    if let Some(cmd) = asked {
+        return match command_usage(cmd) {
+            Some(u) => {
+                println!("{u}");
+                EXIT_OK
+            }
+            None => usage_error(&format!("no command `{cmd}`")),
+        };
+    }
     let needs_privilege = matches!(
         args.first().map(String::as_str),
         Some("run" | "bench" | "matrix")
@@ -76,7 +145,7 @@ pub fn main() -> i32 {
             println!("halfclose {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK
         }
-        _ => usage_error("expected a command: run, check, list, bench or coverage"),
+        _ => usage_error("expected a command: run, check, list, bench, coverage or matrix"),
     }
 }
 
@@ -96,6 +165,8 @@ struct RunOpts {
     fast: bool,
     /// `--stack NAME` (linux, smoltcp) or `--agent CMD`.
     stack: Option<String>,
+    /// A run in which every trial was skipped is not an error.
+    allow_all_skipped: bool,
     agent: Option<String>,
     pcap_dir_given: bool,
     /// Reruns of an inconclusive trial (`--retries N`).
@@ -112,6 +183,7 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         expectations: None,
         fast: false,
         stack: None,
+        allow_all_skipped: false,
         agent: None,
         pcap_dir_given: false,
         retries: crate::runner::DEFAULT_TRIES - 1,
@@ -122,12 +194,14 @@ fn parse_run(args: &[String]) -> Result<RunOpts, String> {
         let mut value = |name: &str| {
             it.next()
                 .cloned()
+                .filter(|v| !v.is_empty() || name == "--filter")
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match a.as_str() {
             "--filter" => o.test.filter = Some(value("--filter")?),
             "--exact" => o.test.exact = true,
             "--fast" => o.fast = true,
+            "--allow-all-skipped" => o.allow_all_skipped = true,
             "--stack" => o.stack = Some(value("--stack")?),
             "--agent" => o.agent = Some(value("--agent")?),
             "--pcap-dir" => {
@@ -185,6 +259,15 @@ fn cmd_run(args: &[String]) -> i32 {
         Ok(o) => o,
         Err(e) => return usage_error(&e),
     };
+    // Before any thread starts: SIGINT/SIGTERM then write what is known (see on_signal).
+    let interrupted: Arc<Mutex<Option<Interrupted>>> = Arc::default();
+    if !opts.test.list {
+        let plan = interrupted.clone();
+        if let Err(e) = crate::interrupt::watch(move |sig| on_signal(sig, &plan)) {
+            eprintln!("halfclose: cannot watch for signals: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    }
     if let Some(missing) = opts.paths.iter().find(|p| !p.exists()) {
         eprintln!(
             "halfclose: {}: no such file or directory",
@@ -219,6 +302,19 @@ fn cmd_run(args: &[String]) -> i32 {
         (Stack::Agent { .. }, false) => opts.pcap_dir.join(stack.short_name()),
         _ => opts.pcap_dir.clone(),
     };
+    if !opts.test.list {
+        if let Err(e) = crate::preflight::writable_dir(&pcap_dir) {
+            eprintln!("halfclose: captures go to {}, but {e}", pcap_dir.display());
+            return EXIT_BAD_INPUT;
+        }
+        for (flag, path) in [("--json", &opts.json), ("--junit", &opts.junit)] {
+            let Some(path) = path else { continue };
+            if let Err(e) = crate::preflight::writable_file(path) {
+                eprintln!("halfclose: {flag} {}: {e}", path.display());
+                return EXIT_BAD_INPUT;
+            }
+        }
+    }
     let cfg = TrialConfig {
         tries: opts.retries + 1,
         ..TrialConfig::new(pcap_dir, stack)
@@ -228,9 +324,22 @@ fn cmd_run(args: &[String]) -> i32 {
         Err(code) => return code,
     };
     let trials = report::trials(&suite.scenarios, &[], &cfg, &records, &expected);
+    if !opts.test.list {
+        *interrupted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Interrupted {
+            selected: selected(&opts.test, &trials, &suite.scenarios),
+            records: records.clone(),
+            json: opts.json.clone(),
+            junit: opts.junit.clone(),
+        });
+    }
     let conclusion = crate::schedule::run(&opts.test, trials);
-    if let Err(code) = write_reports(&opts, &records) {
+    let recs = records.lock().expect("records lock").clone();
+    if let Err(code) = write_reports(&opts.json, &opts.junit, recs) {
         return code;
+    }
+    if let (Some(why), false) = (all_skipped(&records), opts.allow_all_skipped) {
+        eprintln!("halfclose: {why}; --allow-all-skipped accepts that");
+        return EXIT_BAD_INPUT;
     }
     exit_code(&conclusion, &records)
 }
@@ -252,13 +361,91 @@ pub fn exit_code(conclusion: &libtest_mimic::Conclusion, records: &Records) -> i
     }
 }
 
-fn write_reports(opts: &RunOpts, records: &Records) -> Result<(), i32> {
-    let mut recs = records.lock().expect("records lock").clone();
+/// When trials ran and every one of them was skipped: what to say (a broken agent's hello
+/// must not pass as green).
+pub fn all_skipped(records: &Records) -> Option<String> {
+    let recs = records.lock().unwrap_or_else(|e| e.into_inner());
+    let first = recs.first()?;
+    if recs.iter().any(|r| r.skipped.is_none()) {
+        return None;
+    }
+    Some(format!(
+        "every trial was skipped, nothing was tested ({} trials; {}: the SUT lacks {})",
+        recs.len(),
+        first.name,
+        first.skipped.as_deref().unwrap_or("")
+    ))
+}
+
+/// What a signal handler needs to write the reports of a run cut short.
+struct Interrupted {
+    /// The trials this run would run: name and file.
+    selected: Vec<(String, String)>,
+    records: Records,
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
+}
+
+/// The trials libtest-mimic will run of these (filters and `ignore:` applied), with files.
+fn selected(
+    args: &libtest_mimic::Arguments,
+    trials: &[crate::schedule::Planned],
+    scenarios: &[crate::script::Scenario],
+) -> Vec<(String, String)> {
+    let files: std::collections::HashMap<String, String> = scenarios
+        .iter()
+        .flat_map(|sc| {
+            let file = sc.file.display().to_string();
+            sc.families
+                .iter()
+                .map(move |f| (sc.trial_name(*f), file.clone()))
+        })
+        .collect();
+    trials
+        .iter()
+        .map(|p| &p.trial)
+        .filter(|t| !args.is_filtered_out(t) && !args.is_ignored(t))
+        .map(|t| {
+            let file = files.get(t.name()).cloned().unwrap_or_default();
+            (t.name().to_string(), file)
+        })
+        .collect()
+}
+
+/// SIGINT/SIGTERM: the reports, with every trial that had not finished marked "not run".
+fn on_signal(sig: nix::sys::signal::Signal, plan: &Mutex<Option<Interrupted>>) {
+    let Some(plan) = plan.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        eprintln!("\nhalfclose: {sig} before any trial started; no reports written");
+        return;
+    };
+    let mut recs = plan
+        .records
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let finished = recs.len();
+    let why = format!("the run was interrupted by {sig} before this trial finished");
+    for (name, file) in &plan.selected {
+        if !recs.iter().any(|r| r.name == *name) {
+            recs.push(report::Record::not_run(name, file, &why));
+        }
+    }
+    let not_run = recs.len() - finished;
+    let written = write_reports(&plan.json, &plan.junit, recs).is_ok()
+        && (plan.json.is_some() || plan.junit.is_some());
+    eprintln!(
+        "\nhalfclose: interrupted by {sig}: {finished} trial(s) finished, {not_run} not run{}",
+        if written { "; reports written" } else { "" }
+    );
+}
+
+fn write_reports(
+    json: &Option<PathBuf>,
+    junit: &Option<PathBuf>,
+    mut recs: Vec<report::Record>,
+) -> Result<(), i32> {
     recs.sort_by(|a, b| a.name.cmp(&b.name));
-    for (path, text) in [
-        (&opts.json, report::json(&recs)),
-        (&opts.junit, report::junit(&recs)),
-    ] {
+    for (path, text) in [(json, report::json(&recs)), (junit, report::junit(&recs))] {
         if let Some(p) = path {
             report::write_file(p, &text).map_err(|e| {
                 eprintln!("halfclose: cannot write {}: {e}", p.display());
@@ -310,8 +497,8 @@ pub fn resolve_stack(stack: Option<&str>, agent: Option<&str>) -> Result<Stack, 
         (Some("smoltcp"), None) => vec![sibling_binary("halfclose-smoltcp-agent")?],
         (Some(other), None) => {
             return Err(format!(
-                "--stack `{other}`: expected linux or smoltcp (or --agent CMD for another stack)"
-            ))
+            "unknown stack `{other}`: expected linux or smoltcp (or --agent CMD for another stack)"
+        ))
         }
         (None, Some(cmd)) => cmd.split_whitespace().map(String::from).collect(),
     };
@@ -366,6 +553,13 @@ fn cmd_coverage(args: &[String]) -> i32 {
     } else {
         args.iter().map(PathBuf::from).collect()
     };
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        eprintln!(
+            "halfclose: {}: no such file or directory",
+            missing.display()
+        );
+        return EXIT_BAD_INPUT;
+    }
     let suite = suite::load(&paths);
     for e in &suite.errors {
         eprintln!("error: {e}");

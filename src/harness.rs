@@ -83,6 +83,11 @@ fn run(stack: Stack, suites: &Path, expectations: Option<&Path>) -> ! {
     let pcap_dir = std::env::var_os("HALFCLOSE_PCAP_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target").join("halfclose"));
+    if !args.list {
+        if let Err(e) = crate::preflight::writable_dir(&pcap_dir) {
+            exit_bad(&format!("captures go to {}, but {e}", pcap_dir.display()));
+        }
+    }
     let mut loaded = suite::load(&[suites.to_path_buf()]);
     // HALFCLOSE_FAST=1 leaves out the scenarios tagged `slow` (the 60 s TIME_WAIT expiry).
     if std::env::var_os("HALFCLOSE_FAST").is_some_and(|v| v == "1") {
@@ -92,5 +97,13 @@ fn run(stack: Stack, suites: &Path, expectations: Option<&Path>) -> ! {
     let cfg = TrialConfig::new(pcap_dir, stack);
     let trials = report::trials(&loaded.scenarios, &loaded.errors, &cfg, &records, &expected);
     let conclusion = schedule::run(&args, trials);
+    // HALFCLOSE_ALLOW_ALL_SKIPPED=1: a run in which every trial was skipped is no error.
+    if std::env::var_os("HALFCLOSE_ALLOW_ALL_SKIPPED").is_none_or(|v| v != "1") {
+        if let Some(why) = cli::all_skipped(&records) {
+            exit_bad(&format!(
+                "{why}; HALFCLOSE_ALLOW_ALL_SKIPPED=1 accepts that"
+            ));
+        }
+    }
     std::process::exit(cli::exit_code(&conclusion, &records))
 }

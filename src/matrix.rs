@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::cli::{usage_error, EXIT_FAILED, EXIT_OK};
+use crate::cli::{usage_error, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 
 /// One trial's outcome on one stack, as the table shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +59,22 @@ pub fn cmd(args: &[String]) -> i32 {
             },
             "--fast" => fast = true,
             other => return usage_error(&format!("matrix: unknown option `{other}`")),
+        }
+    }
+    // Every stack must be one halfclose can run before the first column runs: a bad name
+    // found after a long column is a long wait for a usage error.
+    let mut seen = Vec::new();
+    for stack in &stacks {
+        if stack.is_empty() {
+            return usage_error("--stacks: an empty name; expected a list like linux,smoltcp");
+        }
+        if seen.contains(&stack) {
+            return usage_error(&format!("--stacks: `{stack}` is listed twice"));
+        }
+        seen.push(stack);
+        if let Err(e) = crate::cli::resolve_stack(Some(stack), None) {
+            eprintln!("halfclose matrix: {e}");
+            return EXIT_BAD_INPUT;
         }
     }
     let mut columns = Vec::new();

@@ -673,13 +673,13 @@ impl PeerConn {
         if syn && synchronized {
             return;
         }
+        if syn && !tcp.flags.contains(TcpFlags::ACK) {
+            self.isn = tcp.seq;
+        }
         self.record_stream(tcp);
         let end = tcp.seq.wrapping_add(tcp.seq_len());
         if wire::seq::gt(end, self.snd_nxt) {
             self.snd_nxt = end;
-        }
-        if syn && !tcp.flags.contains(TcpFlags::ACK) {
-            self.isn = tcp.seq;
         }
     }
 
@@ -687,10 +687,14 @@ impl PeerConn {
     const STREAM_MAX: usize = 16 << 20;
 
     fn record_stream(&mut self, tcp: &TcpRepr) {
-        if tcp.payload.is_empty() || tcp.flags.contains(TcpFlags::SYN) {
+        if tcp.payload.is_empty() {
             return;
         }
-        let offset = tcp.seq.wrapping_sub(self.isn.wrapping_add(1)) as usize;
+        // Data on a SYN (or SYN-ACK) comes after the SYN's own sequence number: stream byte 0.
+        let first = tcp
+            .seq
+            .wrapping_add(tcp.flags.contains(TcpFlags::SYN) as u32);
+        let offset = first.wrapping_sub(self.isn.wrapping_add(1)) as usize;
         let end = offset + tcp.payload.len();
         if end > Self::STREAM_MAX {
             return;
@@ -840,4 +844,48 @@ impl PeerConn {
 fn has_timestamps(opts: &[TcpOption]) -> bool {
     opts.iter()
         .any(|o| matches!(o, TcpOption::Timestamps { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(seq: u32, flags: TcpFlags, payload: &[u8]) -> TcpRepr {
+        TcpRepr {
+            src_port: 40000,
+            dst_port: 8080,
+            seq,
+            ack: 0,
+            flags,
+            window: 65535,
+            urgent: 0,
+            options: Vec::new(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    /// Data the peer put on its SYN is stream bytes 0.., and what follows continues it.
+    #[test]
+    fn syn_data_is_part_of_the_stream() {
+        let cfg = PeerConfig::default();
+        let isn = cfg.isn;
+        let ip = topology::peer_ip(Family::V4, 2);
+        let mut c = PeerConn::new(cfg, Family::V4, ip, (40000, 8080));
+        let now = SystemTime::now();
+        c.on_sent(&segment(isn, TcpFlags::SYN, b"0123456789"), now, false);
+        assert_eq!(c.snd_nxt, isn + 11);
+        c.on_sent(&segment(isn + 11, TcpFlags::ACK, b"abc"), now, false);
+        assert_eq!(c.check_read(0, b"0123456789abc"), Ok(()));
+        assert!(c.check_read(0, b"x").unwrap_err().contains("byte 0"));
+        assert!(c.check_read(13, b"!").unwrap_err().contains("never sent"));
+        // The same on a SYN-ACK (the SUT connected), counted from the peer's ISN.
+        let cfg = PeerConfig::default();
+        let mut c = PeerConn::new(cfg, Family::V4, ip, (40000, 8080));
+        c.on_sent(
+            &segment(isn, TcpFlags::SYN | TcpFlags::ACK, b"hi"),
+            now,
+            false,
+        );
+        assert_eq!(c.check_read(0, b"hi"), Ok(()));
+    }
 }

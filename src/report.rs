@@ -45,12 +45,12 @@ pub struct Record {
 }
 
 impl Record {
-    /// A trial not run: the SUT lacks a capability the scenario needs.
-    fn skipped(name: &str, sc: &Scenario, what: &str) -> Record {
+    /// A record with nothing in it yet but the trial's name and file.
+    fn blank(name: &str, file: &str) -> Record {
         Record {
             name: name.to_string(),
-            file: sc.file.display().to_string(),
-            passed: true,
+            file: file.to_string(),
+            passed: false,
             seconds: 0.0,
             failure: None,
             states: Vec::new(),
@@ -58,12 +58,30 @@ impl Record {
             pcap: None,
             deviation: None,
             measurements: Vec::new(),
-            skipped: Some(what.to_string()),
+            skipped: None,
             tries: 0,
             reruns: Vec::new(),
             inconclusive: None,
             allowances: Vec::new(),
             allowance_ms: 0.0,
+        }
+    }
+
+    /// A trial not run: the SUT lacks a capability the scenario needs.
+    fn skipped(name: &str, sc: &Scenario, what: &str) -> Record {
+        Record {
+            passed: true,
+            skipped: Some(what.to_string()),
+            ..Record::blank(name, &sc.file.display().to_string())
+        }
+    }
+
+    /// A trial that did not run to its end because the run was interrupted: a failure, so an
+    /// interrupted run never reads as a green one.
+    pub fn not_run(name: &str, file: &str, why: &str) -> Record {
+        Record {
+            failure: Some(format!("not run: {why}")),
+            ..Record::blank(name, file)
         }
     }
 

@@ -97,11 +97,16 @@ impl Stack {
         }
     }
 
-    /// Why a scenario cannot run on this stack, if it cannot (the kernel can run them all).
+    /// Why a scenario cannot run on this stack, if it cannot: a capability the agent lacks,
+    /// or for the kernel a sysctl the trial's namespace would not have (unprivileged runs).
     pub fn missing(&self, sc: &Scenario) -> Option<String> {
         match self {
-            Stack::Kernel => None,
-            Stack::Agent { hello, .. } => hello.missing(sc),
+            Stack::Kernel => sc
+                .setup
+                .sysctls
+                .iter()
+                .find_map(|(k, _)| topology::sysctl_unavailable(k)),
+            Stack::Agent { hello, .. } => hello.missing(sc).or_else(topology::tap_unavailable),
         }
     }
 }
@@ -226,7 +231,7 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
     let pcap = match written {
         Ok(()) => Some(pcap),
         Err(e) => {
-            tracing::warn!("cannot write {}: {e}", pcap.display());
+            eprintln!("halfclose: {trial}: cannot write {}: {e}", pcap.display());
             None
         }
     };

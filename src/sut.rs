@@ -25,6 +25,8 @@ pub enum CallResult {
     Ret(i64),
     Data(Vec<u8>),
     Err(Errno),
+    /// No result at all: the SUT went away (an agent that exited, or broke the protocol).
+    Lost(String),
 }
 
 impl std::fmt::Display for CallResult {
@@ -36,6 +38,7 @@ impl std::fmt::Display for CallResult {
             }
             CallResult::Data(d) => write!(f, "{} bytes", d.len()),
             CallResult::Err(e) => write!(f, "-1 {e:?} ({})", e.desc()),
+            CallResult::Lost(why) => write!(f, "no result: {why}"),
         }
     }
 }

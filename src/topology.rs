@@ -164,6 +164,13 @@ pub enum TopologyError {
         value: String,
         source: io::Error,
     },
+    /// The kernel refused the value for a reason halfclose knows (root could not change it
+    /// either, so no "run as root" hint).
+    SysctlRefused {
+        key: String,
+        value: String,
+        reason: String,
+    },
     /// The kernel did not finish bringing the link up in time.
     Timeout { what: &'static str },
 }
@@ -214,6 +221,9 @@ impl fmt::Display for TopologyError {
             }
             TopologyError::SysctlWrite { key, value, source } => {
                 write!(f, "cannot set sysctl `{key}` to `{value}`: {source}")?
+            }
+            TopologyError::SysctlRefused { key, value, reason } => {
+                write!(f, "cannot set sysctl `{key}` to `{value}`: {reason}")?
             }
             TopologyError::Timeout { what } => write!(
                 f,
@@ -357,6 +367,70 @@ pub fn sysctl_exists(key: &str) -> bool {
     sysctl_path(key).is_ok_and(|path| path.exists())
 }
 
+/// Why a trial cannot set `key` although the kernel has it, if it cannot: the sysctl is missing
+/// from a network namespace made the way trials make theirs. The kernel hides some sysctls in
+/// namespaces owned by a user namespace (most of `net.ipv6.route.*` when halfclose runs
+/// unprivileged), and a few exist only in the host's namespace. Each key is probed once, in a
+/// short-lived namespace of its own; None also when no namespace can be made here (nothing
+/// would run anyway, and the trial then says why).
+pub fn sysctl_unavailable(key: &str) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static KNOWN: OnceLock<Mutex<HashMap<String, Option<String>>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(answer) = known.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return answer.clone();
+    }
+    let path = sysctl_path(key).ok()?;
+    let in_trial_netns = on_thread("hc-sysctl-probe", None, || {
+        enter_new_netns().map(|_ns| path.exists())
+    });
+    let answer = match in_trial_netns {
+        Ok(Ok(false)) if crate::privilege::in_initial_user_namespace() => Some(format!(
+            "the sysctl {key}, which exists only in the host's network namespace, not in a \
+             trial's"
+        )),
+        Ok(Ok(false)) => Some(format!(
+            "the sysctl {key}, which the kernel hides from an unprivileged run's network \
+             namespaces (run as root to test this)"
+        )),
+        _ => None,
+    };
+    known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.to_owned(), answer.clone());
+    answer
+}
+
+/// Why no trial can have a TAP device here, if none can: probed once, by creating one in a
+/// short-lived namespace of its own (an unprivileged user may not open /dev/net/tun, or the
+/// kernel may lack the tun module).
+pub fn tap_unavailable() -> Option<String> {
+    use std::sync::OnceLock;
+    static ANSWER: OnceLock<Option<String>> = OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            let made = on_thread("hc-tap-probe", None, || {
+                enter_new_netns().and_then(|_ns| open_tap(TAP_IFNAME))
+            });
+            let e = match made {
+                Ok(Ok(_tap)) => return None,
+                Ok(Err(e)) | Err(e) => e,
+            };
+            Some(match e.errno() {
+                Some(libc::EACCES | libc::EPERM)
+                    if !crate::privilege::in_initial_user_namespace() =>
+                {
+                    "a TAP device (this user may not open /dev/net/tun: run as root, or let it)"
+                        .to_string()
+                }
+                _ => format!("a TAP device ({e})"),
+            })
+        })
+        .clone()
+}
+
 /// Reads a sysctl in the caller's network namespace (call it inside `run_in_sut`), trimmed.
 pub fn read_sysctl(key: &str) -> Result<String, TopologyError> {
     let path = sysctl_path(key)?;
@@ -411,7 +485,40 @@ fn write_sysctl(key: &str, value: &str) -> Result<(), TopologyError> {
         Err(e) => return Err(write_error(e)),
     };
     // The kernel parses one write() as the whole value, so the value goes out in one call.
-    file.write_all(value.as_bytes()).map_err(write_error)
+    file.write_all(value.as_bytes())
+        .map_err(|e| refused(key, value, &e).unwrap_or_else(|| write_error(e)))
+}
+
+/// Why the kernel refused a sysctl value, when that is known and no privilege would help.
+fn refused(key: &str, value: &str, e: &io::Error) -> Option<TopologyError> {
+    let reason = match (key, e.raw_os_error()?) {
+        // Outside the host's namespace the kernel takes only the algorithms the host's root
+        // listed as allowed (tcp_set_default_congestion_control), however privileged we are.
+        ("net.ipv4.tcp_congestion_control", libc::EPERM) => {
+            let allowed = read_sysctl("net.ipv4.tcp_allowed_congestion_control")
+                .unwrap_or_else(|_| "?".into());
+            format!(
+                "a trial's network namespace may use only the algorithms in \
+                 net.ipv4.tcp_allowed_congestion_control, here `{allowed}` (the host's root \
+                 can add `{value}` there)"
+            )
+        }
+        ("net.ipv4.tcp_congestion_control", libc::ENOENT) => {
+            let available = read_sysctl("net.ipv4.tcp_available_congestion_control")
+                .unwrap_or_else(|_| "?".into());
+            format!("no such algorithm on this kernel (available: `{available}`)")
+        }
+        // We opened the file for writing, so we may write it: the value itself was refused.
+        (_, libc::EPERM) if crate::privilege::in_initial_user_namespace() => {
+            format!("the kernel refused the value in the trial's network namespace ({e})")
+        }
+        _ => return None,
+    };
+    Some(TopologyError::SysctlRefused {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason,
+    })
 }
 
 fn write_sysctls<'a>(
@@ -968,6 +1075,43 @@ mod tests {
         assert!(sysctl_exists("net.ipv4.tcp_fin_timeout"));
         assert!(!sysctl_exists("net.ipv4.tcp_no_such_knob"));
         assert!(!sysctl_exists("kernel.hostname"));
+    }
+
+    #[test]
+    fn a_refused_congestion_control_says_why() {
+        let allowed = read_sysctl("net.ipv4.tcp_allowed_congestion_control").unwrap();
+        let available = read_sysctl("net.ipv4.tcp_available_congestion_control").unwrap();
+        let Some(restricted) = available
+            .split_whitespace()
+            .find(|a| !allowed.split_whitespace().any(|x| x == *a))
+        else {
+            eprintln!("skipped: every available algorithm is allowed ({available})");
+            return;
+        };
+        let script = [(
+            "net.ipv4.tcp_congestion_control".to_owned(),
+            restricted.to_owned(),
+        )];
+        let err = Topology::create(&script).unwrap_err().to_string();
+        assert!(
+            err.contains("tcp_allowed_congestion_control") && err.contains(&allowed),
+            "{err}"
+        );
+        assert!(!err.contains("run as root"), "{err}");
+        let script = [(
+            "net.ipv4.tcp_congestion_control".to_owned(),
+            "no-such-cc".to_owned(),
+        )];
+        let err = Topology::create(&script).unwrap_err().to_string();
+        assert!(err.contains("no such algorithm"), "{err}");
+        // An allowed one is simply set.
+        let first = allowed.split_whitespace().next().unwrap().to_owned();
+        let script = [("net.ipv4.tcp_congestion_control".to_owned(), first.clone())];
+        let topo = Topology::create(&script).unwrap();
+        let now = topo
+            .run_in_sut(|| read_sysctl("net.ipv4.tcp_congestion_control").unwrap())
+            .unwrap();
+        assert_eq!(now, first);
     }
 
     #[test]

@@ -23,10 +23,33 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A scratch directory under the system's temp dir, removed when dropped: also when the test
+/// fails, so no run leaves one behind.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("halfclose-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    Scratch(dir)
 }
 
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
@@ -351,20 +374,24 @@ fn sigkill_leaves_no_namespace_interface_or_process() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// As an unprivileged user, `halfclose run` enters a user namespace by itself.
-#[test]
-fn runs_unprivileged_in_a_user_namespace() {
+/// `halfclose ARGS…` as the user nobody, with a scratch directory nobody may write; None
+/// (skipped) unless the test runs as root and setpriv is there.
+fn as_nobody(name: &str, args: &[&str]) -> Option<(Output, Scratch)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
     {
         eprintln!("needs root (to switch to nobody) and setpriv: skipped");
-        return;
+        return None;
     }
-    let dir = scratch("nobody");
+    let dir = scratch(name);
     std::fs::create_dir_all(&dir).unwrap();
     let _ = Command::new("chmod")
         .args(["777", dir.to_str().unwrap()])
         .status();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{dir}", dir.to_str().unwrap()))
+        .collect();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -372,18 +399,85 @@ fn runs_unprivileged_in_a_user_namespace() {
             "--clear-groups",
             env!("CARGO_BIN_EXE_halfclose"),
         ])
-        .args([
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    Some((out, dir))
+}
+
+/// As an unprivileged user, `halfclose run` enters a user namespace by itself.
+#[test]
+fn runs_unprivileged_in_a_user_namespace() {
+    let Some((out, dir)) = as_nobody(
+        "nobody",
+        &[
             "run",
             "suites/close/active-close.yaml",
             "suites/abort/linger-zero.yaml",
             "--pcap-dir",
-            dir.to_str().unwrap(),
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
+            "{dir}",
+        ],
+    ) else {
+        return;
+    };
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(pcaps_under(&dir).len(), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A script whose sysctl the kernel hides from an unprivileged run's namespaces
+/// (net.ipv6.route.min_adv_mss) passes `check` and, in `run`, its trials are skipped with
+/// that reason while the others run: check and run agree, and nothing refuses the suite.
+#[test]
+fn unprivileged_run_skips_what_it_cannot_set() {
+    let hidden = "suites/closing-states/rst-in-window.yaml";
+    let Some((out, dir)) = as_nobody("nobody-check", &["check", hidden]) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "check: {}", text(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (out, dir) = as_nobody(
+        "nobody-skip",
+        &[
+            "run",
+            hidden,
+            "suites/close/active-close.yaml",
+            "--pcap-dir",
+            "{dir}",
+            "--json",
+            "{dir}/report.json",
+        ],
+    )
+    .unwrap();
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let trials = report["trials"].as_array().unwrap();
+    for t in trials {
+        let name = t["name"].as_str().unwrap();
+        if name.contains("rst-in-window") {
+            let why = t["skipped"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} ran: {t}"));
+            assert!(
+                why.contains("net.ipv6.route.min_adv_mss") && why.contains("run as root"),
+                "{why}"
+            );
+        } else {
+            assert!(t["skipped"].is_null() && t["passed"] == true, "{t}");
+            assert!(
+                t["states_source"].as_str().unwrap().starts_with("sampled"),
+                "no tracepoint unprivileged: {t}"
+            );
+        }
+    }
+    assert!(trials.len() > 4, "{shown}");
+    assert!(
+        shown.contains("ignored (skipped: the SUT lacks the sysctl net.ipv6.route.min_adv_mss"),
+        "{shown}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -463,7 +557,8 @@ fn smoltcp_runs_with_its_expectations() {
     let Some(agent) = smoltcp_agent() else {
         return;
     };
-    let json = scratch("smoltcp").join("report.json");
+    let dir = scratch("smoltcp");
+    let json = dir.join("report.json");
     let out = halfclose(&[
         "run",
         "suites/close",
@@ -532,4 +627,653 @@ fn smoltcp_deviation_that_passes_is_stale() {
         Some("ok"),
         "{shown}"
     );
+}
+
+/// The stand-in agent (fixtures/agents/fake-agent.sh) in MODE, its processes marked with
+/// TOKEN, wrapping the smoltcp agent when given.
+fn fake_agent(mode: &str, token: &str, wrapped: Option<&Path>) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agents/fake-agent.sh");
+    let mut cmd = format!("{} {mode} {token}", script.display());
+    if let Some(agent) = wrapped {
+        cmd = format!("{cmd} {}", agent.display());
+    }
+    cmd
+}
+
+/// A marker no other test's processes carry.
+fn token(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("hc-{what}-{}-{nanos}", std::process::id())
+}
+
+/// Processes whose environment carries `token` (the fake agent exports it to all it starts).
+fn pids_with_env(token: &str) -> Vec<String> {
+    all_pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|e| e.split(|b| *b == 0).any(|v| v.ends_with(token.as_bytes())))
+        })
+        .collect()
+}
+
+/// Processes whose command line mentions `needle` (halfclose's keepers carry its arguments).
+fn pids_with_arg(needle: &str) -> Vec<String> {
+    all_pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == needle.as_bytes()))
+        })
+        .collect()
+}
+
+/// A network namespace's cookie (SO_NETNS_COOKIE), from an fd referring to it: unlike its
+/// nsfs inode number, which the kernel hands out again as soon as the namespace is gone, the
+/// cookie is never reused while the machine runs.
+fn netns_cookie(ns: std::os::fd::OwnedFd) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    std::thread::spawn(move || {
+        // SAFETY: setns on this (short-lived) thread, a socket it closes, a u64 to fill.
+        unsafe {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return None;
+            }
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            if sock < 0 {
+                return None;
+            }
+            let mut cookie = 0u64;
+            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+            const SO_NETNS_COOKIE: libc::c_int = 71;
+            let rc = libc::getsockopt(
+                sock,
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&mut cookie as *mut u64).cast(),
+                &mut len,
+            );
+            libc::close(sock);
+            (rc == 0).then_some(cookie)
+        }
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// The network namespaces (by cookie) that the TAP devices a process holds open live in,
+/// found by duplicating each /dev/net/tun descriptor (pidfd_getfd) and asking it
+/// (TUNGETDEVNETNS).
+fn tap_netns_held_by(pid: &str) -> Vec<u64> {
+    use std::os::fd::FromRawFd;
+    const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
+    let mut out = Vec::new();
+    let Ok(n) = pid.parse::<libc::c_long>() else {
+        return out;
+    };
+    // SAFETY: plain system calls; every descriptor made here is closed or owned.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, n, 0) as i32;
+        if pidfd < 0 {
+            return out;
+        }
+        for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_link(e.path()).is_ok_and(|l| l == Path::new("/dev/net/tun")) {
+                let Ok(fd) = e.file_name().to_string_lossy().parse::<libc::c_long>() else {
+                    continue;
+                };
+                let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+                if dup < 0 {
+                    continue;
+                }
+                let ns = libc::ioctl(dup, TUNGETDEVNETNS as _);
+                libc::close(dup);
+                if ns >= 0 {
+                    out.extend(netns_cookie(std::os::fd::OwnedFd::from_raw_fd(ns)));
+                }
+            }
+        }
+        libc::close(pidfd);
+    }
+    out
+}
+
+/// Every network namespace (by cookie) some process refers to: its threads', by descriptor,
+/// and through the TAP devices it holds open.
+fn every_netns() -> std::collections::BTreeSet<u64> {
+    let mut by_inode: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    let mut all = std::collections::BTreeSet::new();
+    for p in all_pids() {
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten();
+        for t in tasks.flatten() {
+            let path = t.path().join("ns/net");
+            if let Ok(l) = std::fs::read_link(&path) {
+                by_inode
+                    .entry(l.to_string_lossy().into_owned())
+                    .or_insert(path);
+            }
+        }
+        for e in std::fs::read_dir(format!("/proc/{p}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(l) = std::fs::read_link(e.path()) {
+                let l = l.to_string_lossy().into_owned();
+                if l.starts_with("net:[") {
+                    by_inode.entry(l).or_insert(e.path());
+                }
+            }
+        }
+        all.extend(tap_netns_held_by(&p));
+    }
+    for path in by_inode.values() {
+        if let Ok(f) = std::fs::File::open(path) {
+            all.extend(netns_cookie(f.into()));
+        }
+    }
+    all
+}
+
+/// Waits up to `limit` for `cond`.
+fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// An agent whose helper process holds the TAP fd and ignores stdin: after the run nothing
+/// of it remains (not from the hello probe either), nor of halfclose's own, nor the trial's
+/// network namespace the helper held through the TAP.
+#[test]
+fn a_forking_agent_leaves_nothing_after_the_run() {
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    let token = token("fork");
+    let pcaps = scratch(&token);
+    let child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
+        .args([
+            "run",
+            "suites/timers/close-wait-leak.yaml",
+            "--agent",
+            &fake_agent("fork", &token, Some(&agent)),
+            "--pcap-dir",
+            pcaps.to_str().unwrap(),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-trial: the helpers exist and hold the trials' namespaces through their TAP fds.
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    let held: Vec<u64> = pids_with_env(&token)
+        .iter()
+        .flat_map(|p| tap_netns_held_by(p))
+        .collect();
+    assert!(!held.is_empty(), "the agents hold their TAP devices");
+    let during = every_netns();
+    assert!(
+        held.iter().all(|n| during.contains(n)),
+        "the scan sees the trials' namespaces while they live: {held:?}"
+    );
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let left = pids_with_env(&token);
+    assert!(left.is_empty(), "agent processes left: {left:?}");
+    let keepers = pids_with_arg(pcaps.to_str().unwrap());
+    assert!(keepers.is_empty(), "halfclose processes left: {keepers:?}");
+    let alive = every_netns();
+    assert!(
+        !held.iter().any(|n| alive.contains(n)),
+        "a trial namespace is still held: {held:?}"
+    );
+    let _ = std::fs::remove_dir_all(&pcaps);
+}
+
+/// The same agent, with halfclose killed by SIGKILL at random moments (during the hello
+/// probe, the trials' setup, their steps): within a few seconds nothing of it remains.
+#[test]
+fn a_forking_agent_leaves_nothing_after_sigkill() {
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    for (i, bound) in [40u64, 400, 1500, 2500].into_iter().enumerate() {
+        let delay = (seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(i as u64)
+            >> 20)
+            % bound;
+        let token = token(&format!("kill{i}"));
+        let pcaps = scratch(&token);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
+            .args([
+                "run",
+                "suites/timers/close-wait-leak.yaml",
+                "--agent",
+                &fake_agent("fork", &token, Some(&agent)),
+                "--pcap-dir",
+                pcaps.to_str().unwrap(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let held: Vec<u64> = pids_with_env(&token)
+            .iter()
+            .flat_map(|p| tap_netns_held_by(p))
+            .collect();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let gone = eventually(std::time::Duration::from_secs(5), || {
+            pids_with_env(&token).is_empty() && pids_with_arg(pcaps.to_str().unwrap()).is_empty()
+        });
+        assert!(
+            gone,
+            "SIGKILL after {delay} ms: left {:?} and {:?}",
+            pids_with_env(&token),
+            pids_with_arg(pcaps.to_str().unwrap())
+        );
+        let alive = every_netns();
+        assert!(
+            !held.iter().any(|n| alive.contains(n)),
+            "SIGKILL after {delay} ms: a trial namespace is still held: {held:?}"
+        );
+        let _ = std::fs::remove_dir_all(&pcaps);
+    }
+}
+
+/// A malformed hello is a setup error that names what is wrong, not a green run of skips.
+#[test]
+fn a_malformed_hello_is_bad_input() {
+    for (mode, says) in [
+        (
+            "hello-number",
+            "`hello` must be an object of capabilities, not a number (5)",
+        ),
+        ("hello-empty", "missing `protocol`"),
+        (
+            "calls-all",
+            "`calls` must be a list of names, not a string (\"all\")",
+        ),
+        ("hello-typo", "`calls` lists `sokcet`"),
+        ("endless-hello", "a line longer than 1 MiB"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = halfclose(&[
+            "run",
+            "suites/close/active-close.yaml",
+            "--agent",
+            &fake_agent(mode, "hello", None),
+        ]);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{mode}: {shown}");
+        assert!(shown.contains(says), "{mode}: `{says}` missing:\n{shown}");
+        assert!(!shown.contains("running"), "{mode}: trials ran:\n{shown}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{mode}: took {:?}",
+            started.elapsed()
+        );
+    }
+    let out = halfclose(&["run", "suites/close", "--agent", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("exited (exit status: 0) before saying hello"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Empty values and missing paths are usage errors, not silently something else.
+#[test]
+fn empty_values_and_missing_paths_are_refused() {
+    for args in [
+        vec!["run", "--pcap-dir", ""],
+        vec!["run", "--json", ""],
+        vec!["run", "--agent", " "],
+        vec!["run", "--stack", ""],
+        vec!["coverage", "no/such/dir"],
+        vec!["check", "no/such/file.yaml"],
+    ] {
+        let out = halfclose(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(!text(&out).contains("running"), "{args:?}: {}", text(&out));
+    }
+}
+
+/// A run in which every trial was skipped says so and exits 2, unless that is allowed.
+#[test]
+fn a_run_of_skips_only_is_not_green() {
+    let agent = fake_agent("no-calls", "skips", None);
+    let out = halfclose(&["run", "suites/close", "--agent", &agent]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("every trial was skipped") && shown.contains("the call socket"),
+        "{shown}"
+    );
+    let out = halfclose(&[
+        "run",
+        "suites/close",
+        "--agent",
+        &agent,
+        "--allow-all-skipped",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// An agent that dies or floods its output mid-trial: the failure says so, at once, and
+/// halfclose's memory stays bounded.
+#[test]
+fn an_agent_that_dies_or_floods_mid_trial_is_named() {
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    for (mode, says) in [
+        ("die-on-bind", "the agent exited (exit status: 3)"),
+        (
+            "endless-at-bind",
+            "the agent broke the protocol: a line longer than 1 MiB",
+        ),
+    ] {
+        let pcaps = scratch(mode);
+        let started = std::time::Instant::now();
+        let out = halfclose(&[
+            "run",
+            "suites/close/active-close.yaml",
+            "--agent",
+            &fake_agent(mode, mode, Some(&agent)),
+            "--pcap-dir",
+            pcaps.to_str().unwrap(),
+        ]);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {shown}");
+        assert_eq!(shown.matches(says).count(), 2, "{mode}: `{says}`:\n{shown}");
+        assert!(!shown.contains("still blocked"), "{mode}: {shown}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{mode}: took {:?}",
+            started.elapsed()
+        );
+        // The largest resident set of any child this test binary has waited for so far
+        // (every halfclose run): bounded, where an unbounded line once grew to gigabytes.
+        // SAFETY: getrusage fills the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+        assert!(
+            usage.ru_maxrss < 200_000,
+            "{mode}: a halfclose run grew to {} KB",
+            usage.ru_maxrss
+        );
+        let _ = std::fs::remove_dir_all(&pcaps);
+    }
+}
+
+/// Captures or reports that cannot be written: exit 2 before the first trial, saying why.
+#[test]
+fn unwritable_outputs_are_refused_before_any_trial() {
+    let dir = scratch("unwritable");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let f = file.to_str().unwrap();
+    let under_file = format!("{f}/r.json");
+    for (args, says) in [
+        (vec!["--pcap-dir", f], "it exists and is not a directory"),
+        (vec!["--pcap-dir", "/proc"], "cannot create a file in it"),
+        (vec!["--json", "/proc/r.json"], "cannot open it for writing"),
+        (vec!["--junit", dir.to_str().unwrap()], "it is a directory"),
+        (vec!["--json", &under_file], "is not a directory"),
+    ] {
+        let mut all = vec!["run", "suites/close/active-close.yaml"];
+        all.extend(&args);
+        let out = halfclose(&all);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {shown}");
+        assert!(shown.contains(says), "{args:?}: `{says}`:\n{shown}");
+        assert!(!shown.contains("running"), "{args:?}: trials ran:\n{shown}");
+    }
+    // A report in a directory that does not exist yet: the directories are made.
+    let deep = dir.join("new/sub/r.json");
+    let pcaps = dir.join("pcaps");
+    let out = halfclose(&[
+        "run",
+        "suites/close/active-close.yaml",
+        "--json",
+        deep.to_str().unwrap(),
+        "--pcap-dir",
+        pcaps.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(deep.is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// For an ordinary user, a capture directory it may not write (root's, mode 755) is refused
+/// the same way. (One the user owns is writable to it in its user namespace, mode 555 or not.)
+#[test]
+fn unprivileged_read_only_capture_dir_is_refused() {
+    let ro = scratch("roots-dir");
+    std::fs::create_dir_all(&ro).unwrap();
+    let Some((out, dir)) = as_nobody(
+        "nobody-ro",
+        &[
+            "run",
+            "suites/close/active-close.yaml",
+            "--pcap-dir",
+            ro.to_str().unwrap(),
+        ],
+    ) else {
+        let _ = std::fs::remove_dir_all(&ro);
+        return;
+    };
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("cannot create a file in it: Permission denied"),
+        "{shown}"
+    );
+    assert!(!shown.contains("running"), "{shown}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ro);
+}
+
+/// SIGINT or SIGTERM mid-run: the reports hold the finished trials and mark the others
+/// "not run" (as failures), and the exit status is 128 + the signal.
+#[test]
+fn an_interrupted_run_still_writes_its_reports() {
+    for (sig, code, name) in [
+        (libc::SIGINT, 130, "SIGINT"),
+        (libc::SIGTERM, 143, "SIGTERM"),
+    ] {
+        let dir = scratch(&format!("interrupted-{name}"));
+        let (json, junit) = (dir.join("r.json"), dir.join("j.xml"));
+        let child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
+            .args([
+                "run",
+                "suites/close/active-close.yaml",
+                "suites/timers/close-wait-leak.yaml",
+                "--json",
+                json.to_str().unwrap(),
+                "--junit",
+                junit.to_str().unwrap(),
+                "--pcap-dir",
+                dir.to_str().unwrap(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // active-close takes milliseconds, close-wait-leak over 2 s.
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        // SAFETY: kill(2) on the pid of the child just started.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let out = child.wait_with_output().unwrap();
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{name}: {shown}");
+        assert!(
+            shown.contains(&format!(
+                "interrupted by {name}: 2 trial(s) finished, 2 not run"
+            )),
+            "{shown}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(
+            (report["passed"].clone(), report["failed"].clone()),
+            (2.into(), 2.into())
+        );
+        for t in report["trials"].as_array().unwrap() {
+            let leak = t["name"].as_str().unwrap().contains("close-wait-leak");
+            assert_eq!(t["passed"], !leak, "{t}");
+            if leak {
+                let f = t["failure"].as_str().unwrap();
+                assert!(f.starts_with("not run: ") && f.contains(name), "{f}");
+                assert_eq!(t["file"], "suites/timers/close-wait-leak.yaml");
+            }
+        }
+        let x = std::fs::read_to_string(&junit).unwrap();
+        assert_eq!(x.matches("<failure message=\"not run: ").count(), 2, "{x}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// `matrix` checks every stack name before running any column.
+#[test]
+fn matrix_refuses_an_unknown_stack_before_running_anything() {
+    for list in ["linux,bsd", "bsd", "linux,", "linux,linux"] {
+        let started = std::time::Instant::now();
+        let out = halfclose(&["matrix", "--stacks", list, "--fast"]);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{list}: {shown}");
+        assert!(!shown.contains("| scenario"), "{list}: a table:\n{shown}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{list}: a column ran first ({:?})",
+            started.elapsed()
+        );
+    }
+    let out = halfclose(&["matrix", "--stacks", "linux,bsd"]);
+    assert!(text(&out).contains("unknown stack `bsd`"), "{}", text(&out));
+}
+
+/// `COMMAND --help` prints that command's usage and exits 0, for every command.
+#[test]
+fn every_command_has_its_own_help() {
+    for (cmd, says) in [
+        ("run", "--allow-all-skipped"),
+        ("list", "--filter F"),
+        ("check", "halfclose check FILES"),
+        ("bench", "--no-suite"),
+        ("coverage", "halfclose coverage"),
+        ("matrix", "--stacks"),
+    ] {
+        for flag in ["--help", "-h"] {
+            let out = halfclose(&[cmd, flag]);
+            let shown = text(&out);
+            assert_eq!(out.status.code(), Some(0), "{cmd} {flag}: {shown}");
+            assert!(shown.contains(says), "{cmd} {flag}: {shown}");
+            assert!(!shown.contains("unknown option"), "{shown}");
+        }
+    }
+    let out = halfclose(&["help", "run"]);
+    assert!(out.status.success() && text(&out).contains("--pcap-dir DIR"));
+    assert_eq!(halfclose(&["help", "frobnicate"]).status.code(), Some(2));
+}
+
+/// fixtures/pass/: scenarios that must pass on the kernel, for checks the suite does not
+/// exercise (data on the SYN counted by the data-integrity check).
+#[test]
+fn every_pass_fixture_passes() {
+    let files = yaml_files("fixtures/pass");
+    assert!(!files.is_empty());
+    let dir = scratch("pass");
+    for file in files {
+        let out = halfclose(&[
+            "run",
+            file.to_str().unwrap(),
+            "--pcap-dir",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            file.display(),
+            text(&out)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An agent run by a user who may not open /dev/net/tun: every trial is skipped with that
+/// reason, which makes the run exit 2 with it, before any agent starts a trial.
+#[test]
+fn unprivileged_agent_run_without_tun_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata("/dev/net/tun") else {
+        eprintln!("no /dev/net/tun: skipped");
+        return;
+    };
+    if meta.permissions().mode() & 0o006 == 0o006 {
+        eprintln!("/dev/net/tun is open to everyone here: skipped");
+        return;
+    }
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    let Some((out, dir)) = as_nobody(
+        "nobody-tap",
+        &[
+            "run",
+            "suites/close/active-close.yaml",
+            "--agent",
+            agent.to_str().unwrap(),
+            "--pcap-dir",
+            "{dir}",
+            "--json",
+            "{dir}/r.json",
+        ],
+    ) else {
+        return;
+    };
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("every trial was skipped")
+            && shown.contains("this user may not open /dev/net/tun"),
+        "{shown}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
+    for t in report["trials"].as_array().unwrap() {
+        assert!(t["skipped"].as_str().unwrap().contains("TAP device"), "{t}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

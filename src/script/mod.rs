@@ -831,6 +831,15 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
         return Ok(Action::Call { call, background });
     }
     if let Some(a) = &r.await_ {
+        // A result here is a natural slip: say where it goes instead of "no such call".
+        if let Some(at) = a.value.find(['=', '(']) {
+            let name = a.value[..at].trim();
+            let (loc, message) = match a.value.as_bytes()[at] {
+                b'=' => (inner_loc(cx, a, at), format!("`await` takes only the background call's name: the expected result goes on that call's own line (`call: …() {}`), and `await: {name}` checks it", a.value[at..].trim())),
+                _ => (Loc::of(a), "`await` takes the background call's `name:`, not the call itself".to_string()),
+            };
+            return Err(cx.error(loc, message));
+        }
         let window = Window {
             after: r.after.as_ref().map(|d| d.value.0),
             within: r

@@ -27,15 +27,21 @@ fn main() {
         // Without a TAP the agent still speaks the protocol; `configure` then fails.
         Err(_) => None,
     };
-    let mut stack =
-        Stack::new(tap_fd).unwrap_or_else(|e| fatal(&format!("cannot use the TAP fd: {e}")));
+    let mut stack = Stack::new(tap_fd).unwrap_or_else(|e| fatal(&e));
     let mut calls = Calls::new();
     emit(&protocol::hello(stack::TIME_WAIT_MS));
 
-    let mut input = Vec::new();
+    let mut input = Input::default();
     loop {
-        step(&mut stack, &mut calls);
-        let timeout = stack.poll_delay().map(|d| d.total_micros().div_ceil(1000));
+        let busy = step(&mut stack, &mut calls);
+        if let Some(e) = stack.device_error() {
+            fatal(&format!("the TAP device failed: {e}"));
+        }
+        // Frames still waiting: look at stdin, then go on with them at once.
+        let timeout = match busy {
+            true => Some(0),
+            false => stack.poll_delay().map(|d| d.total_micros().div_ceil(1000)),
+        };
         if wait_for_stdin(stack.poll_fd(), timeout)
             && !read_commands(&mut input, &mut stack, &mut calls)
         {
@@ -44,18 +50,25 @@ fn main() {
     }
 }
 
-/// Lets smoltcp do all it can now, one frame or one transmit round at a time,
+/// Frames taken from the TAP before stdin gets a look: a flood cannot starve commands.
+const FRAMES_PER_STEP: usize = 64;
+
+/// Lets smoltcp do what it can now, one frame or one transmit round at a time,
 /// looking at every socket in between so no state change goes unreported.
-fn step(stack: &mut Stack, calls: &mut Calls) {
+/// Returns true when it stopped with frames possibly still waiting.
+fn step(stack: &mut Stack, calls: &mut Calls) -> bool {
     stack.maintain();
     calls.sweep(stack);
-    while stack.ingress_one() {
+    let mut frames = 0;
+    while frames < FRAMES_PER_STEP && stack.ingress_one() {
         calls.sweep(stack);
+        frames += 1;
     }
     while stack.egress_once() {
         calls.sweep(stack);
     }
     flush(&mut calls.out);
+    frames == FRAMES_PER_STEP
 }
 
 /// Sleeps in poll(2) until stdin or the TAP is readable or smoltcp's next
@@ -79,9 +92,20 @@ fn wait_for_stdin(tap: Option<RawFd>, timeout_ms: Option<u64>) -> bool {
     n > 0 && fds[0].revents != 0
 }
 
-/// Reads what stdin has and executes every complete line in it.
-/// Returns false when the agent should exit.
-fn read_commands(input: &mut Vec<u8>, stack: &mut Stack, calls: &mut Calls) -> bool {
+/// The longest command line the agent takes (the protocol's limit), `\n` not counted.
+const MAX_LINE: usize = 1 << 20;
+
+/// The part of stdin not yet executed: the start of a line.
+#[derive(Default)]
+struct Input {
+    line: Vec<u8>,
+    /// The current line went past MAX_LINE: drop it up to its end.
+    discarding: bool,
+}
+
+/// Reads what stdin has and executes every complete line in it; every byte is looked at
+/// once. Returns false when the agent should exit.
+fn read_commands(input: &mut Input, stack: &mut Stack, calls: &mut Calls) -> bool {
     let mut buf = [0u8; 65536];
     // stdin is left blocking (it may be shared with the parent); poll said it is
     // readable, so one read() does not block.
@@ -92,13 +116,44 @@ fn read_commands(input: &mut Vec<u8>, stack: &mut Stack, calls: &mut Calls) -> b
     if n < 0 {
         return true; // EINTR and the like: try again on the next round
     }
-    input.extend_from_slice(&buf[..n as usize]);
-    while let Some(pos) = input.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = input.drain(..=pos).collect();
+    let mut chunk = &buf[..n as usize];
+    while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
+        let (piece, rest) = (&chunk[..pos], &chunk[pos + 1..]);
+        chunk = rest;
+        if std::mem::take(&mut input.discarding) {
+            continue;
+        }
+        if !take_part(input, piece) {
+            input.discarding = false; // the line ended here
+            continue;
+        }
+        let line = std::mem::take(&mut input.line);
         if !run_line(&String::from_utf8_lossy(&line), stack, calls) {
             return false;
         }
     }
+    if !input.discarding {
+        take_part(input, chunk);
+    }
+    true
+}
+
+/// Appends to the current line; past MAX_LINE, answers with an error and drops the line.
+fn take_part(input: &mut Input, part: &[u8]) -> bool {
+    if input.line.len() + part.len() > MAX_LINE {
+        input.line = Vec::new();
+        input.discarding = true;
+        let e = protocol::Error::new(
+            "EPROTO",
+            format!(
+                "a line longer than {} MiB (the protocol's limit); ignored",
+                MAX_LINE >> 20
+            ),
+        );
+        emit(&protocol::reply_err(None, &e));
+        return false;
+    }
+    input.line.extend_from_slice(part);
     true
 }
 

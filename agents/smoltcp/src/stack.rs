@@ -5,10 +5,11 @@ use crate::protocol::{Error, Route};
 use smoltcp::iface::{
     Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
 };
-use smoltcp::phy::{Medium, TunTapInterface};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::io::RawFd;
 
@@ -20,9 +21,122 @@ const BUFFER_SIZE: usize = 65536;
 /// smoltcp's TIME-WAIT length (`CLOSE_DELAY` in socket/tcp.rs, not exported).
 pub const TIME_WAIT_MS: u64 = 10_000;
 
+/// The TAP device as smoltcp sees it: frames read and written on the inherited fd. A read
+/// or write error other than EAGAIN is kept for the main loop to report (smoltcp's own
+/// TunTapInterface panics on one).
+pub struct Tap {
+    fd: RawFd,
+    failed: RefCell<Option<std::io::Error>>,
+}
+
+impl Tap {
+    /// The TAP device behind `fd`, checked to be one: a TAP (Ethernet frames, not TUN's IP
+    /// packets) without packet-info headers, attached to an interface. Made non-blocking,
+    /// since frames are read on every poll until EAGAIN.
+    pub fn open(fd: RawFd) -> Result<Tap, String> {
+        let name = match fd {
+            0 => Some("standard input"),
+            1 => Some("standard output"),
+            2 => Some("standard error"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            return Err(format!("HALFCLOSE_TAP_FD={fd} is {name}, not a TAP device"));
+        }
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(format!(
+                "HALFCLOSE_TAP_FD={fd}: no such open file descriptor"
+            ));
+        }
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        if unsafe { libc::ioctl(fd, libc::TUNGETIFF as _, &mut req) } < 0 {
+            return Err(format!(
+                "HALFCLOSE_TAP_FD={fd} is not a TAP device (TUNGETIFF: {})",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let flags = unsafe { req.ifr_ifru.ifru_flags } as libc::c_int;
+        if flags & libc::IFF_TAP == 0 {
+            return Err(format!(
+                "HALFCLOSE_TAP_FD={fd} is a TUN device (IP packets); the agent needs a TAP"
+            ));
+        }
+        if flags & libc::IFF_NO_PI == 0 {
+            return Err(format!(
+                "HALFCLOSE_TAP_FD={fd}: the TAP device has packet-info headers (IFF_NO_PI unset)"
+            ));
+        }
+        set_nonblocking(fd).map_err(|e| format!("HALFCLOSE_TAP_FD={fd}: {e}"))?;
+        Ok(Tap {
+            fd,
+            failed: RefCell::new(None),
+        })
+    }
+
+    fn fail(&self, e: std::io::Error) {
+        self.failed.borrow_mut().get_or_insert(e);
+    }
+}
+
+impl phy::Device for Tap {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.max_transmission_unit = FRAME_MTU;
+        caps.medium = Medium::Ethernet;
+        caps
+    }
+
+    fn receive(&mut self, _: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let mut frame = vec![0; FRAME_MTU];
+        let n = unsafe { libc::read(self.fd, frame.as_mut_ptr().cast(), frame.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                self.fail(e);
+            }
+            return None;
+        }
+        frame.truncate(n as usize);
+        Some((RxToken(frame), TxToken(self)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken(self))
+    }
+}
+
+pub struct RxToken(Vec<u8>);
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+pub struct TxToken<'a>(&'a Tap);
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0; len];
+        let result = f(&mut frame);
+        let n = unsafe { libc::write(self.0.fd, frame.as_ptr().cast(), frame.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            // A full queue drops the frame, as a wire would.
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                self.0.fail(e);
+            }
+        }
+        result
+    }
+}
+
 pub struct Stack {
     /// The TAP device, taken from HALFCLOSE_TAP_FD; `None` when run without one.
-    device: Option<TunTapInterface>,
+    device: Option<Tap>,
     tap_fd: Option<RawFd>,
     /// Created by the first `configure`: smoltcp needs the MAC to build an interface.
     iface: Option<Interface>,
@@ -31,16 +145,9 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Wraps the inherited TAP fd. The fd is made non-blocking because smoltcp's
-    /// TunTapInterface reads it on every poll and only tolerates EWOULDBLOCK.
-    pub fn new(tap_fd: Option<RawFd>) -> std::io::Result<Stack> {
-        let device = match tap_fd {
-            Some(fd) => {
-                set_nonblocking(fd)?;
-                Some(TunTapInterface::from_fd(fd, Medium::Ethernet, FRAME_MTU)?)
-            }
-            None => None,
-        };
+    /// Wraps the inherited TAP fd, once checked to be one.
+    pub fn new(tap_fd: Option<RawFd>) -> Result<Stack, String> {
+        let device = tap_fd.map(Tap::open).transpose()?;
         Ok(Stack {
             device,
             tap_fd,
@@ -58,6 +165,11 @@ impl Stack {
     /// The fd to wait on, once frames are being processed (i.e. after configure).
     pub fn poll_fd(&self) -> Option<RawFd> {
         self.iface.as_ref().and(self.tap_fd)
+    }
+
+    /// The TAP device's first read or write error, if it had one.
+    pub fn device_error(&self) -> Option<std::io::Error> {
+        self.device.as_ref()?.failed.borrow_mut().take()
     }
 
     pub fn configure(

@@ -321,3 +321,38 @@ fn tcp_handshake_and_close_on_a_real_tap() {
     .join()
     .expect("test thread panicked");
 }
+
+/// A TUN device (IP packets) is refused with the reason.
+#[test]
+fn a_tun_device_is_refused() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a network namespace and a TUN device");
+        return;
+    }
+    std::thread::spawn(|| {
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            "unshare(CLONE_NEWNET)",
+        );
+        let fd = unsafe {
+            let fd = check(
+                libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR),
+                "open tun",
+            );
+            let mut req = ifreq((libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short);
+            check(libc::ioctl(fd, libc::TUNSETIFF as _, &mut req), "TUNSETIFF");
+            fd
+        };
+        let out = Agent::bin()
+            .env("HALFCLOSE_TAP_FD", fd.to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        unsafe { libc::close(fd) };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("is a TUN device"), "{err}");
+    })
+    .join()
+    .expect("test thread panicked");
+}
