@@ -148,6 +148,7 @@ impl Hello {
         let base = TimerProfile {
             name: "agent",
             time_wait: self.time_wait.unwrap_or(TimerProfile::LINUX.time_wait),
+            harness_slack: crate::runner::timing::AGENT_SLACK,
             ..TimerProfile::LINUX
         };
         Box::leak(Box::new(base))

@@ -188,6 +188,12 @@ fn in_keeper(tap: Option<RawFd>, ctl: RawFd, ctl_write: RawFd) -> io::Result<()>
         if agent == 0 {
             libc::setpgid(0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The agent is the SUT: its timers fire when its process runs. The kernel stack's
+            // fire in softirqs, ahead of any task; where allowed (root) the agent gets the
+            // same footing, real-time priority, so CPU hogs do not make it late.
+            let param = libc::sched_param { sched_priority: 1 };
+            libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
             // Had the keeper gone already, no signal would come: it goes only after EOF on
             // the ctl pipe, and that (or anything) readable means nobody wants the agent.
             let mut p = libc::pollfd {

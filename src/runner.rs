@@ -118,6 +118,9 @@ pub struct Failure {
     pub step: usize,
     pub heading: String,
     pub details: Vec<(String, String)>,
+    /// The harness could not run the trial (its setup failed, it panicked): the run says
+    /// nothing about the SUT, so it is inconclusive, never a (known) failure.
+    pub harness: bool,
 }
 
 /// The result of one trial.
@@ -221,8 +224,12 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
             step: 0,
             heading: format!("the harness panicked: {}", panic_text(&p)),
             details: Vec::new(),
+            harness: true,
         }),
     };
+    if let Some(f) = failure.as_ref().filter(|f| f.harness) {
+        notes.excuses.push(f.heading.clone());
+    }
     annotate(&capture, &failure, &trace, &notes);
     let written = capture
         .lock()
@@ -293,6 +300,7 @@ fn setup_failure(what: &str, e: impl std::fmt::Display) -> Failure {
         step: 0,
         heading: format!("trial setup failed: {what}: {e}"),
         details: Vec::new(),
+        harness: true,
     }
 }
 
@@ -544,6 +552,7 @@ impl Run<'_> {
             step: self.step_no,
             heading: format!("{}: {what}", self.place(step)),
             details,
+            harness: false,
         }
     }
 

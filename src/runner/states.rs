@@ -12,7 +12,8 @@ use crate::script::{StateCheck, Step, TimerCheck, Window, DEFAULT_CONN};
 /// The kernel handles our last frame in softirq context; a `state` step re-reads for this long
 /// before calling a state wrong — never long enough to hide a transient state.
 const SETTLE: Duration = Duration::from_millis(50);
-/// How often `leave` looks: the resolution of the measured moment.
+/// How often `leave` looks at most: the resolution of the measured moment (narrow windows are
+/// looked at more often).
 const LEAVE_POLL: Duration = Duration::from_millis(5);
 
 fn show(s: Option<TcpState>) -> String {
@@ -138,6 +139,10 @@ impl Run<'_> {
         let w = &self.resolve_window(w, conn);
         let (from, from_what) = self.window_start(step, w)?;
         let until = from + w.within + WAIT_BEYOND;
+        // Looks much closer together than the window is wide, so the span they leave can fit
+        // in it (smoltcp's TIME_WAIT window is 5 ms wide).
+        let width = w.within.saturating_sub(w.after.unwrap_or_default());
+        let poll = (width / 8).clamp(Duration::from_micros(200), LEAVE_POLL);
         // The state was there when a look that saw it was asked for, and gone by the time
         // the look that missed it was answered: its end lies between, however late the
         // harness looked.
@@ -152,7 +157,7 @@ impl Run<'_> {
             if asked >= until {
                 return Err(self.never_left(step, state, w, from, &from_what, conn));
             }
-            std::thread::sleep(LEAVE_POLL);
+            std::thread::sleep(poll);
         };
         let Some(seen) = seen else {
             return Err(self.mismatch(
