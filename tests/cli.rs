@@ -631,6 +631,29 @@ fn smoltcp_deviation_that_passes_is_stale() {
 
 /// The stand-in agent (fixtures/agents/fake-agent.sh) in MODE, its processes marked with
 /// TOKEN, wrapping the smoltcp agent when given.
+/// `run` of close-wait-leak against the stand-in agent that forks a helper holding the TAP.
+fn run_forking_agent(
+    token: &str,
+    agent: &Path,
+    pcaps: &Path,
+    output: fn() -> std::process::Stdio,
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_halfclose"))
+        .args([
+            "run",
+            "suites/timers/close-wait-leak.yaml",
+            "--agent",
+            &fake_agent("fork", token, Some(agent)),
+            "--pcap-dir",
+            pcaps.to_str().unwrap(),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap()
+}
+
 fn fake_agent(mode: &str, token: &str, wrapped: Option<&Path>) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/agents/fake-agent.sh");
     let mut cmd = format!("{} {mode} {token}", script.display());
@@ -809,20 +832,7 @@ fn a_forking_agent_leaves_nothing_after_the_run() {
     };
     let token = token("fork");
     let pcaps = scratch(&token);
-    let child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
-        .args([
-            "run",
-            "suites/timers/close-wait-leak.yaml",
-            "--agent",
-            &fake_agent("fork", &token, Some(&agent)),
-            "--pcap-dir",
-            pcaps.to_str().unwrap(),
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = run_forking_agent(&token, &agent, &pcaps, std::process::Stdio::piped);
     // Mid-trial: the helpers exist and hold the trials' namespaces through their TAP fds.
     std::thread::sleep(std::time::Duration::from_millis(900));
     let held: Vec<u64> = pids_with_env(&token)
@@ -868,20 +878,7 @@ fn a_forking_agent_leaves_nothing_after_sigkill() {
             % bound;
         let token = token(&format!("kill{i}"));
         let pcaps = scratch(&token);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
-            .args([
-                "run",
-                "suites/timers/close-wait-leak.yaml",
-                "--agent",
-                &fake_agent("fork", &token, Some(&agent)),
-                "--pcap-dir",
-                pcaps.to_str().unwrap(),
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = run_forking_agent(&token, &agent, &pcaps, std::process::Stdio::null);
         std::thread::sleep(std::time::Duration::from_millis(delay));
         let held: Vec<u64> = pids_with_env(&token)
             .iter()

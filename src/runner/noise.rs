@@ -74,9 +74,15 @@ fn pin_to(cpu: usize) {
 }
 
 fn record(at: SystemTime, late: Duration) {
-    let Some(stalls) = STALLS.get() else { return };
-    let mut s = stalls.lock().unwrap_or_else(|e| e.into_inner());
-    s.push_back((at, late));
+    if let Some(stalls) = STALLS.get() {
+        keep_recent(stalls, at, late);
+    }
+}
+
+/// Appends a timed sample and forgets those older than [`KEEP`].
+fn keep_recent<T>(q: &Mutex<VecDeque<(SystemTime, T)>>, at: SystemTime, item: T) {
+    let mut s = q.lock().unwrap_or_else(|e| e.into_inner());
+    s.push_back((at, item));
     while s
         .front()
         .is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > KEEP)
@@ -109,14 +115,8 @@ fn sample_steal() {
 }
 
 fn push_steal(at: SystemTime, ticks: Vec<u64>) {
-    let Some(steal) = STEAL.get() else { return };
-    let mut s = steal.lock().unwrap_or_else(|e| e.into_inner());
-    s.push_back((at, ticks));
-    while s
-        .front()
-        .is_some_and(|(t, _)| at.duration_since(*t).unwrap_or_default() > KEEP)
-    {
-        s.pop_front();
+    if let Some(steal) = STEAL.get() {
+        keep_recent(steal, at, ticks);
     }
 }
 
