@@ -22,7 +22,7 @@ use crate::observe::{SockInfo, TcpState, TimerKind};
 use crate::runner::timing::TimerProfile;
 use crate::script::call::{How, SockOpt};
 use crate::script::{Action, Call, Func, Scenario};
-use crate::sut::{on_call_thread, Addrs, CallResult, CallTable, Completed, SutDriver};
+use crate::sut::{Addrs, CallPool, CallResult, CallTable, Completed, SutDriver};
 use crate::topology::{self, Topology};
 use crate::Family;
 
@@ -416,6 +416,7 @@ pub struct AgentSut {
     pub hello: Hello,
     pub events: Arc<Mutex<Vec<StateEvent>>>,
     table: CallTable,
+    pool: CallPool,
 }
 
 impl AgentSut {
@@ -444,6 +445,7 @@ impl AgentSut {
             hello: Hello::default(),
             events,
             table: CallTable::default(),
+            pool: CallPool::new(None)?,
         };
         let hello = match hello_rx.recv_timeout(ANSWER_TIMEOUT) {
             Ok(h) => h,
@@ -686,7 +688,8 @@ impl SutDriver for AgentSut {
         let fd = self.table.fd(call);
         let wire = self.wire.clone();
         let func = call.func.clone();
-        on_call_thread(move || execute(&wire, &func, fd, addrs))
+        self.pool
+            .call(None, move || execute(&wire, &func, fd, addrs))
     }
 
     fn table(&mut self) -> &mut CallTable {

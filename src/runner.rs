@@ -330,7 +330,9 @@ fn execute(
                     None
                 }
             };
-            let sut: Box<dyn SutDriver> = Box::new(KernelSut::new(observer));
+            let sut: Box<dyn SutDriver> = Box::new(
+                KernelSut::new(observer, &topo).map_err(|e| setup_failure("call threads", e))?,
+            );
             (topo, sut, transitions)
         }
         Stack::Agent { cmd, .. } => {

@@ -1,15 +1,18 @@
 //! The SUT driver for the Linux kernel: the application side of the scenario.
 //!
-//! Sockets are created by a thread that has joined the SUT netns (a socket belongs to the
-//! netns it was made in; after that any thread may use it). Each call runs on its own thread
-//! so the script keeps its own clock: a foreground call must return within the call timeout,
-//! a background call (close with SO_LINGER, connect) is checked later by an `await` step.
+//! Calls run on a pool of threads that joined the SUT netns while the trial set up (a socket
+//! belongs to the netns it was made in; after that any thread may use it), each call on a
+//! thread of its own so the script keeps its own clock: a foreground call must return within
+//! the call timeout, a background call (close with SO_LINGER, connect) is checked later by an
+//! `await` step.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -61,6 +64,7 @@ pub type Addrs = (SocketAddr, SocketAddr);
 pub struct KernelSut {
     table: CallTable,
     observer: Observer,
+    pool: CallPool,
 }
 
 /// The system under test as the runner drives it: the application's socket calls, and the
@@ -185,14 +189,77 @@ impl CallTable {
     }
 }
 
-/// Runs `f` on its own thread; the receiver gets the completed call.
-pub fn on_call_thread(
-    f: impl FnOnce() -> CallResult + Send + 'static,
-) -> Result<Receiver<Completed>, String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("halfclose-call".into())
-        .spawn(move || {
+/// A call for a pool thread to make.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads that make the SUT application's calls, made while the trial sets up. A thread
+/// made on a step's time would wait for the process's memory-map lock (its stack is mapped),
+/// which a starved thread of another trial may hold: seen 15 ms late under load. Each call
+/// takes an idle thread; a call that blocks keeps its thread, and a new one is made only when
+/// none is idle. Dropping the pool ends the idle threads (a busy one ends with its call).
+pub struct CallPool {
+    jobs: mpsc::Sender<Job>,
+    queue: Arc<Mutex<Receiver<Job>>>,
+    idle: Arc<AtomicUsize>,
+}
+
+/// Threads a trial's pool starts with: a foreground call and one in the background.
+const POOL_THREADS: usize = 2;
+
+impl CallPool {
+    /// Threads inside the SUT's namespace when `topo` is given (so socket() can run there).
+    pub fn new(topo: Option<&Topology>) -> Result<CallPool, String> {
+        let (jobs, rx) = mpsc::channel();
+        let pool = CallPool {
+            jobs,
+            queue: Arc::new(Mutex::new(rx)),
+            idle: Arc::new(AtomicUsize::new(0)),
+        };
+        for _ in 0..POOL_THREADS {
+            pool.grow(topo)?;
+        }
+        Ok(pool)
+    }
+
+    fn grow(&self, topo: Option<&Topology>) -> Result<(), String> {
+        let (queue, idle) = (self.queue.clone(), self.idle.clone());
+        let body = move || loop {
+            let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            match job {
+                Ok(job) => {
+                    job();
+                    idle.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(_) => return,
+            }
+        };
+        match topo {
+            Some(t) => t
+                .spawn_in_sut("halfclose-call", body)
+                .map(drop)
+                .map_err(|e| format!("cannot start a call thread: {e}"))?,
+            None => std::thread::Builder::new()
+                .name("halfclose-call".into())
+                .spawn(body)
+                .map(drop)
+                .map_err(|e| format!("cannot start a call thread: {e}"))?,
+        }
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Runs `f` on an idle thread; the receiver gets the completed call.
+    pub fn call(
+        &self,
+        topo: Option<&Topology>,
+        f: impl FnOnce() -> CallResult + Send + 'static,
+    ) -> Result<Receiver<Completed>, String> {
+        if self.idle.load(Ordering::SeqCst) == 0 {
+            self.grow(topo)?;
+        }
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
             // Woken by the SUT's kernel, returned at once: the call's time is the kernel's.
             let _rt = crate::realtime::Realtime::enter();
             let started = SystemTime::now();
@@ -202,18 +269,22 @@ pub fn on_call_thread(
                 ended: SystemTime::now(),
                 result,
             });
-        })
-        .map_err(|e| format!("cannot start a call thread: {e}"))?;
-    Ok(rx)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| "the call threads are gone".to_string())?;
+        Ok(rx)
+    }
 }
 
 impl KernelSut {
     /// `observer` must have been made in the SUT namespace.
-    pub fn new(observer: Observer) -> KernelSut {
-        KernelSut {
+    pub fn new(observer: Observer, topo: &Topology) -> Result<KernelSut, String> {
+        Ok(KernelSut {
             table: CallTable::default(),
             observer,
-        }
+            pool: CallPool::new(Some(topo))?,
+        })
     }
 }
 
@@ -226,21 +297,12 @@ impl SutDriver for KernelSut {
     ) -> Result<Receiver<Completed>, String> {
         let fd = self.table.fd(call) as RawFd;
         let func = call.func.clone();
+        // The pool's threads are in the SUT netns, where socket() must run.
         if func == Func::Socket {
-            // socket() must run inside the SUT netns.
-            let (tx, rx) = mpsc::channel();
-            let started = SystemTime::now();
-            let result = topo
-                .run_in_sut(move || new_socket(sut.ip()))
-                .map_err(|e| e.to_string())?;
-            let _ = tx.send(Completed {
-                started,
-                ended: SystemTime::now(),
-                result,
-            });
-            return Ok(rx);
+            return self.pool.call(Some(topo), move || new_socket(sut.ip()));
         }
-        on_call_thread(move || execute(&func, fd, sut, peer))
+        self.pool
+            .call(Some(topo), move || execute(&func, fd, sut, peer))
     }
 
     fn table(&mut self) -> &mut CallTable {
