@@ -223,14 +223,20 @@ impl CallPool {
 
     fn grow(&self, topo: Option<&Topology>) -> Result<(), String> {
         let (queue, idle) = (self.queue.clone(), self.idle.clone());
-        let body = move || loop {
-            let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-            match job {
-                Ok(job) => {
-                    job();
-                    idle.fetch_add(1, Ordering::SeqCst);
+        let body = move || {
+            // Real-time while it waits too (where allowed): a call is due the moment the
+            // runner hands it over, and a worker woken at normal priority waits behind the
+            // machine's load (seen: tens of ms under two CPU hogs).
+            let _rt = crate::realtime::Realtime::enter();
+            loop {
+                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                match job {
+                    Ok(job) => {
+                        job();
+                        idle.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => return,
                 }
-                Err(_) => return,
             }
         };
         match topo {
