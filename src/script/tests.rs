@@ -99,3 +99,20 @@ fn bad_fixtures_report_line_and_column() {
         );
     }
 }
+
+/// Regression (issue 9): both used to panic (exit 101) instead of reporting a position.
+#[test]
+fn non_ascii_text_is_an_error_with_a_position_not_a_panic() {
+    let err = parse_text(
+        "name: a\nsummary: s\nsteps:\n  - send: {flags: \"F\u{2014}\", seq: 1, ack: 1}\n",
+    )
+    .unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (4, 19), "{err}");
+    assert!(err.message.contains("bad flags"), "{err}");
+    // A no-break space is a space; the call parses.
+    parse_text("name: a\nsummary: s\nsteps:\n  - call: shutdown(SHUT_WR) =\u{a0}0\n").unwrap();
+    // Columns count characters: `x` is the 24th character of its line (the 25th byte).
+    let err =
+        parse_text("name: a\nsummary: s\nsteps:\n  - call: write(\"\u{e9}\") = x\n").unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (4, 24), "{err}");
+}
