@@ -58,7 +58,7 @@ impl Expectations {
         };
         let text = std::fs::read_to_string(file)
             .map_err(|e| err(Loc::default(), format!("cannot read: {e}")))?;
-        let raw: RawFile = serde_saphyr::from_str(&text).map_err(|e| {
+        let raw: RawFile = crate::script::from_yaml(&text).map_err(|e| {
             let loc = e
                 .location()
                 .map(|l| Loc {

@@ -62,6 +62,10 @@ pub struct ScriptError {
 
 impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.loc.line == 0 {
+            // About the file as a whole (it cannot be read, it is not a script).
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -285,40 +289,160 @@ impl Scenario {
     }
 }
 
+/// The largest script file halfclose reads: scenarios are a few KB; anything near this is
+/// not a script.
+pub const MAX_SCRIPT_BYTES: u64 = 1 << 20;
+/// The most combinations (trials per family) one matrix may stand for.
+pub const MAX_COMBINATIONS: u128 = 10_000;
+/// The most text a matrix may expand a file to (combinations × file size): every combination
+/// is parsed on its own.
+pub const MAX_EXPANDED_BYTES: u128 = 64 << 20;
+
 /// Reads and checks one script: one scenario per matrix combination. `default_group` is the
 /// file's directory under the suite root.
 pub fn load(file: &Path, default_group: &str) -> Result<Vec<Scenario>, ScriptError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ScriptError {
-        file: file.to_path_buf(),
-        loc: Loc { line: 0, column: 0 },
-        message: format!("cannot read: {e}"),
-        source_line: None,
-    })?;
+    let text = read_script(file)?;
     parse_all(&text, file, default_group)
 }
 
-/// Every scenario a script's text stands for (one per matrix combination).
+/// A script's text: a regular file of at most [`MAX_SCRIPT_BYTES`] of UTF-8. Anything else (a
+/// directory, a device such as /dev/zero, a FIFO, a huge file) is refused before it is read.
+pub fn read_script(file: &Path) -> Result<String, ScriptError> {
+    let fail = |loc: Loc, message: String| ScriptError {
+        file: file.to_path_buf(),
+        loc,
+        message,
+        source_line: None,
+    };
+    let whole = |message: String| fail(Loc::default(), message);
+    let meta = std::fs::metadata(file).map_err(|e| whole(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(whole(format!(
+            "not a regular file ({}); a script is a .yaml file",
+            file_kind(&meta)
+        )));
+    }
+    let too_big = |n: u64| {
+        whole(format!(
+            "{n} bytes is more than a script may have ({} KiB)",
+            MAX_SCRIPT_BYTES >> 10
+        ))
+    };
+    if meta.len() > MAX_SCRIPT_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_SCRIPT_BYTES + 1).read_to_end(&mut bytes)
+        })
+        .map_err(|e| whole(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_SCRIPT_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let before = String::from_utf8_lossy(valid);
+        fail(
+            loc_of_offset(&before, before.len()),
+            "not UTF-8 text: a script is UTF-8".into(),
+        )
+    })
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// The YAML dialect of scripts: YAML 1.2 booleans only (`true`, `false`), so the words
+/// `off`, `on`, `yes` and `no` stay words (`wscale: off`, a matrix value `off`).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o
+}
+
+/// Parses YAML text the way scripts and expectation files are parsed.
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, yaml_options())
+}
+
+/// Every scenario a script's text stands for (one per matrix combination). Combinations are
+/// made and checked one at a time; the first with an error stops the parse.
 pub fn parse_all(
     text: &str,
     file: &Path,
     default_group: &str,
 ) -> Result<Vec<Scenario>, ScriptError> {
-    let matrix = read_matrix(text);
+    let (matrix, matrix_loc) = read_matrix(text);
+    let none = Combination::default();
+    let written = Cx {
+        file,
+        text,
+        written: text,
+        expansions: None,
+        matrix: &matrix,
+        combo: &none,
+    };
+    let count = matrix.count();
+    if count > MAX_COMBINATIONS {
+        let sizes: Vec<String> = matrix
+            .0
+            .iter()
+            .map(|p| p.values.len().to_string())
+            .collect();
+        let count = if count == u128::MAX {
+            "more than 10^38".to_string()
+        } else {
+            count.to_string()
+        };
+        return Err(written.error(
+            matrix_loc,
+            format!(
+                "the matrix stands for {count} combinations ({}); at most {MAX_COMBINATIONS} are allowed: split the file or drop values",
+                sizes.join(" × ")
+            ),
+        ));
+    }
+    if count.saturating_mul(text.len() as u128) > MAX_EXPANDED_BYTES {
+        return Err(written.error(
+            matrix_loc,
+            format!(
+                "the matrix expands this {} KiB file {count} times, more than the {} MiB of text allowed: split the file or drop values",
+                text.len() >> 10,
+                MAX_EXPANDED_BYTES >> 20
+            ),
+        ));
+    }
     let mut out = Vec::new();
     for combo in matrix.combinations() {
-        let cx = Cx {
-            file,
-            text,
-            matrix: &matrix,
+        let in_combo = Cx {
             combo: &combo,
+            ..written
         };
-        let expanded = matrix::substitute(text, &combo.vars)
-            .map_err(|(at, msg)| cx.error(loc_of_offset(text, at), msg))?;
+        let (expanded, expansions) = matrix::substitute(text, &combo.vars)
+            .map_err(|(at, msg)| in_combo.error(loc_of_offset(text, at), msg))?;
         let cx = Cx {
             text: &expanded,
-            ..cx
+            expansions: Some(&expansions),
+            ..in_combo
         };
-        let raw: RawScenario = serde_saphyr::from_str(&expanded).map_err(|e| cx.yaml_error(&e))?;
+        let raw: RawScenario = from_yaml(&expanded).map_err(|e| cx.yaml_error(&e))?;
         out.push(lower(&cx, raw, default_group)?);
     }
     Ok(out)
@@ -329,47 +453,104 @@ pub fn parse(text: &str, file: &Path, default_group: &str) -> Result<Scenario, S
     parse_all(text, file, default_group).map(|mut v| v.remove(0))
 }
 
-/// The matrix, read with every `${…}` blanked out; a file that does not parse this way has no
-/// usable matrix, and the full parse reports why.
-fn read_matrix(text: &str) -> Matrix {
+/// The matrix and where it is, read with every `${…}` blanked out; a file that does not parse
+/// this way has no usable matrix, and the full parse reports why.
+fn read_matrix(text: &str) -> (Matrix, Loc) {
     let blank = matrix::blank_variables(text);
-    serde_saphyr::from_str::<MatrixOnly>(&blank)
+    from_yaml::<MatrixOnly>(&blank)
         .ok()
         .and_then(|m| m.matrix)
-        .map(|m| m.value)
+        .map(|m| (m.value.clone(), Loc::of(&m)))
         .unwrap_or_default()
 }
 
+/// The line and column (1-based, in characters) of a byte offset.
 fn loc_of_offset(text: &str, at: usize) -> Loc {
-    let before = &text[..at.min(text.len())];
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
     let line = before.matches('\n').count() as u32 + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
     Loc { line, column }
 }
 
+/// The byte offset of a line and column (1-based, in characters), and how many columns lie
+/// beyond the end of that line (a position just past the last character).
+fn offset_of_loc(text: &str, loc: Loc) -> Option<(usize, u32)> {
+    let line_start = if loc.line <= 1 {
+        0
+    } else {
+        text.match_indices('\n')
+            .nth(loc.line as usize - 2)
+            .map(|(i, _)| i + 1)?
+    };
+    let line = text[line_start..].split('\n').next().unwrap_or("");
+    let before = loc.column.saturating_sub(1) as usize;
+    match line.char_indices().nth(before) {
+        Some((i, _)) => Some((line_start + i, 0)),
+        None => {
+            let past = before - line.chars().count();
+            Some((line_start + line.len(), past as u32))
+        }
+    }
+}
+
 /// Error construction with access to the source text.
+#[derive(Clone, Copy)]
 struct Cx<'a> {
     file: &'a Path,
+    /// The text being parsed: the file as written, or with a combination's values in.
     text: &'a str,
+    /// The file as written; errors point into it.
+    written: &'a str,
+    /// Where `text` differs from `written`.
+    expansions: Option<&'a matrix::Expansions>,
     matrix: &'a Matrix,
     combo: &'a Combination,
 }
 
 impl Cx<'_> {
+    /// An error at a place in `text`, reported at the same place in the file as written and
+    /// naming the matrix combination it arose in.
     fn error(&self, loc: Loc, message: impl Into<String>) -> ScriptError {
+        let loc = self.written_loc(loc);
         let source_line = (loc.line > 0)
             .then(|| {
-                self.text
+                self.written
                     .lines()
                     .nth(loc.line as usize - 1)
                     .map(str::to_string)
             })
             .flatten();
+        let mut message = message.into();
+        if !self.combo.params.is_empty() {
+            message = format!("{message} (matrix combination {})", self.combo.suffix());
+        }
         ScriptError {
             file: self.file.to_path_buf(),
             loc,
-            message: message.into(),
+            message,
             source_line,
+        }
+    }
+
+    /// A place in `text` as a place in the file as written.
+    fn written_loc(&self, loc: Loc) -> Loc {
+        let Some(expansions) = self.expansions else {
+            return loc;
+        };
+        if loc.line == 0 {
+            return loc;
+        }
+        let Some((offset, past)) = offset_of_loc(self.text, loc) else {
+            return loc;
+        };
+        let at = loc_of_offset(self.written, expansions.written_offset(offset));
+        Loc {
+            line: at.line,
+            column: at.column + past,
         }
     }
 
@@ -381,7 +562,11 @@ impl Cx<'_> {
         let loc = e.location().map(Loc::from_location).unwrap_or_default();
         let message = e.without_snippet().to_string();
         // The library prefixes its own location; ours is in front already.
-        let message = strip_location_suffix(&message);
+        let mut message = strip_location_suffix(&message);
+        if message.starts_with("invalid boolean") {
+            // YAML 1.1's yes/no/on/off are words in scripts (`wscale: off`).
+            message = "expected true or false".into();
+        }
         self.error(loc, message)
     }
 }

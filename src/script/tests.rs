@@ -116,3 +116,119 @@ fn non_ascii_text_is_an_error_with_a_position_not_a_panic() {
         parse_text("name: a\nsummary: s\nsteps:\n  - call: write(\"\u{e9}\") = x\n").unwrap_err();
     assert_eq!((err.loc.line, err.loc.column), (4, 24), "{err}");
 }
+
+fn peer_with(peer: &str) -> Result<PeerConfig, ScriptError> {
+    parse_text(&format!(
+        "name: a\nsummary: s\nsetup:\n  peer: {peer}\nsteps:\n  - call: close()\n"
+    ))
+    .map(|sc| sc.setup.peer)
+}
+
+/// The documented `wscale: off` (YAML 1.1 would read it as `false`); YAML 1.1's other
+/// boolean words stay words too, and a boolean key wants true or false.
+#[test]
+fn wscale_off_as_documented() {
+    assert_eq!(peer_with("{wscale: off}").unwrap().wscale, None);
+    assert_eq!(peer_with("{wscale: none}").unwrap().wscale, None);
+    assert_eq!(peer_with("{wscale: 3}").unwrap().wscale, Some(3));
+    assert_eq!(
+        peer_with(
+            "{isn: 1000000, win: 65535, mss: 1460, wscale: 7, sack: false, timestamps: true}"
+        )
+        .unwrap(),
+        PeerConfig {
+            timestamps: true,
+            ..PeerConfig::default()
+        }
+    );
+    let err = peer_with("{wscale: on}").unwrap_err();
+    assert!(err.message.contains("or off"), "{err}");
+    let err = peer_with("{sack: yes}").unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (4, 16), "{err}");
+    assert!(err.message.contains("expected true or false"), "{err}");
+    // A matrix value `off` is the word, in the trial name and where it is substituted.
+    let all = parse_all(
+        "name: a\nsummary: s\nmatrix:\n  w: [off, 7]\nsetup:\n  peer: {wscale: ${w}}\nsteps:\n  - call: close()\n",
+        Path::new("inline.yaml"),
+        "test",
+    )
+    .unwrap();
+    assert_eq!(all[0].name, "a[w=off]");
+    assert_eq!(all[0].setup.peer.wscale, None);
+    assert_eq!(all[1].setup.peer.wscale, Some(7));
+}
+
+fn parse_matrix(text: &str) -> Result<Vec<Scenario>, ScriptError> {
+    parse_all(text, Path::new("inline.yaml"), "test")
+}
+
+/// Positions after a `${…}` are those of the file as written, not of the substituted text,
+/// and the caret line is the written one.
+#[test]
+fn positions_after_a_substitution_are_the_written_ones() {
+    let text = "name: a\nsummary: s\nmatrix:\n  x: [1000000000]\nsteps:\n  - call: close()\n  - send: {flags: ., seq: ${x}, ack: 1, win: 7777777}\n";
+    let err = parse_matrix(text).unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (7, 46), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("seq: ${x}, ack: 1, win: 7777777}\n    | ")
+            && shown.ends_with(&format!("{}^", " ".repeat(45))),
+        "{shown}"
+    );
+    // An error inside a substituted value points at its `${`.
+    let text =
+        "name: a\nsummary: s\nmatrix:\n  f: [F.X]\nsteps:\n  - send: {seq: 1, flags: \"${f}\"}\n";
+    let err = parse_matrix(text).unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (6, 27), "{err}");
+    // A call's inner position too: `x` comes after a 7-character value written as 4.
+    let text = "name: a\nsummary: s\nmatrix:\n  n: [1000000]\nsteps:\n  - call: write(${n}) = x\n";
+    let err = parse_matrix(text).unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (6, 25), "{err}");
+}
+
+/// An error in one combination says which, as the script reference promises, and the
+/// combinations before it were fine.
+#[test]
+fn errors_name_the_first_combination_that_has_one() {
+    let text = "name: a\nsummary: s\nmatrix:\n  w: [1, 2, 70000, 80000]\nsteps:\n  - send: {flags: ., win: ${w}}\n";
+    let err = parse_matrix(text).unwrap_err();
+    assert!(
+        err.message.ends_with(" (matrix combination [w=70000])"),
+        "{err}"
+    );
+    assert_eq!((err.loc.line, err.loc.column), (6, 27), "{err}");
+    // Without a matrix there is no combination to name.
+    let err =
+        parse_text("name: a\nsummary: s\nsteps:\n  - send: {flags: ., win: 70000}\n").unwrap_err();
+    assert!(!err.message.contains("matrix combination"), "{err}");
+}
+
+/// Regression (issue 9): every combination used to be built before the first was checked
+/// (2^16 took 13 s and 510 MB; 2^20 exhausted memory). Now the count is known first.
+#[test]
+fn a_matrix_has_at_most_ten_thousand_combinations() {
+    let params: String = (0..20).map(|i| format!("  p{i}: [a, b]\n")).collect();
+    let text = format!("name: a\nsummary: s\nmatrix:\n{params}steps:\n  - call: close()\n");
+    let err = parse_matrix(&text).unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (4, 3), "{err}");
+    assert!(
+        err.message
+            .starts_with("the matrix stands for 1048576 combinations (2 × 2 × ")
+            && err.message.contains("at most 10000"),
+        "{err}"
+    );
+    let params: String = (0..200).map(|i| format!("  p{i}: [a, b]\n")).collect();
+    let text = format!("name: a\nsummary: s\nmatrix:\n{params}steps:\n  - call: close()\n");
+    let err = parse_matrix(&text).unwrap_err();
+    assert!(err.message.contains("more than 10^38"), "{err}");
+    // Exactly at the cap is allowed (10 × 10 × 10 × 10).
+    let digits = "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]";
+    let text = format!(
+        "name: a\nsummary: s\nfamilies: [ipv4]\nmatrix:\n  a: {digits}\n  b: {digits}\n  c: {digits}\n  d: {digits}\nsteps:\n  - wait: 1ms\n"
+    );
+    assert_eq!(parse_matrix(&text).unwrap().len(), 10_000);
+    // Within the count, but a large file parsed 10,000 times is too much text.
+    let padding = format!("# {}\n", "x".repeat(100)).repeat(70);
+    let err = parse_matrix(&format!("{text}{padding}")).unwrap_err();
+    assert!(err.message.contains("more than the 64 MiB"), "{err}");
+}
