@@ -5,6 +5,7 @@
 //! The language is documented in `docs/script-format.md`.
 
 pub mod call;
+pub mod limits;
 pub mod matrix;
 mod raw;
 pub mod values;
@@ -616,6 +617,7 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
         }
     }
     check_flow(cx, &steps, &setup.connections)?;
+    check_fits_link(cx, &steps, &setup, &families)?;
     Ok(Scenario {
         file: cx.file.to_path_buf(),
         name,
@@ -683,8 +685,18 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
     for (key, value) in &raw.sysctls {
         sysctls.push((check_sysctl(cx, key, value)?, sysctl_text(&value.value)));
     }
-    let sut_port = raw.sut_port.unwrap_or(8080);
-    let peer_port = raw.peer_port.unwrap_or(40000);
+    let sut_port = port(cx, raw.sut_port.as_ref(), 8080)?;
+    let peer_port = port(cx, raw.peer_port.as_ref(), 40000)?;
+    let call_timeout = match &raw.call_timeout {
+        Some(t) if t.value.0 < Duration::from_millis(1) => {
+            return Err(cx.at(
+                t,
+                "`call_timeout` must be at least 1ms: it is how long a call may take to return (default 2s)",
+            ))
+        }
+        Some(t) => t.value.0,
+        None => DEFAULT_CALL_TIMEOUT,
+    };
     let p = raw.peer.as_ref();
     let d = PeerConfig::default();
     let peer = PeerConfig {
@@ -704,7 +716,7 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
         peer_port,
         connections: lower_connections(cx, raw, sut_port, peer_port, peer_isn)?,
         final_quiet: raw.final_quiet.map_or(DEFAULT_FINAL_QUIET, |d| d.0),
-        call_timeout: raw.call_timeout.map_or(DEFAULT_CALL_TIMEOUT, |d| d.0),
+        call_timeout,
     })
 }
 
@@ -723,25 +735,38 @@ fn lower_connections(
         peer_port,
         isn,
     }];
-    for (i, (name, c)) in raw.connections.iter().enumerate() {
+    for (i, (name, spanned)) in raw.connections.iter().enumerate() {
         if name == DEFAULT_CONN
+            || name.is_empty()
             || !name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
-            let at = raw.open.as_ref().map(Loc::of).unwrap_or_default();
-            return Err(cx.error(at, format!("connection name `{name}` must be lowercase letters, digits or _, and not `conn`")));
+            return Err(cx.at(spanned, format!("connection name `{name}` must be lowercase letters, digits or _, and not `conn`")));
         }
+        let c = &spanned.value;
         out.push(ConnDef {
             name: name.clone(),
-            sut_port: c.sut_port.unwrap_or(sut_port),
-            peer_port: c.peer_port,
+            sut_port: port(cx, c.sut_port.as_ref(), sut_port)?,
+            peer_port: port(cx, Some(&c.peer_port), 0)?,
             isn: c
                 .isn
                 .unwrap_or(isn.wrapping_add(1_000_000 * (i as u32 + 1))),
         });
     }
     Ok(out)
+}
+
+/// A port a script gives (or the default): 1 to 65535.
+fn port(cx: &Cx, given: Option<&Spanned<u16>>, default: u16) -> Result<u16, ScriptError> {
+    match given {
+        Some(p) if p.value == 0 => Err(cx.at(
+            p,
+            "port 0 is no port (binding it picks a random one); expected 1 to 65535",
+        )),
+        Some(p) => Ok(p.value),
+        None => Ok(default),
+    }
 }
 
 fn sysctl_text(v: &SysctlValue) -> String {
@@ -755,6 +780,14 @@ fn check_sysctl(cx: &Cx, key: &str, value: &Spanned<SysctlValue>) -> Result<Stri
     if !key.starts_with("net.") {
         return Err(cx.at(value, format!("sysctl `{key}` is not per network namespace; expected a net.* key like net.ipv4.tcp_fin_timeout")));
     }
+    if let Some(why) = limits::not_settable(key) {
+        return Err(cx.at(value, why));
+    }
+    if let SysctlValue::Text(t) = &value.value {
+        if let Some(why) = limits::bad_sysctl_value(t) {
+            return Err(cx.at(value, format!("sysctl `{key}`: {why}")));
+        }
+    }
     if !crate::topology::sysctl_exists(key) {
         return Err(cx.at(
             value,
@@ -762,6 +795,17 @@ fn check_sysctl(cx: &Cx, key: &str, value: &Spanned<SysctlValue>) -> Result<Stri
                 "unknown sysctl `{key}` (no /proc/sys/{} on this kernel)",
                 key.replace('.', "/")
             ),
+        ));
+    }
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    let writable = std::fs::metadata(&path).map_or(true, |m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o222 != 0
+    });
+    if !writable {
+        return Err(cx.at(
+            value,
+            format!("sysctl `{key}` is read-only: the kernel reports it, nothing sets it"),
         ));
     }
     Ok(key.to_string())
@@ -1053,9 +1097,12 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
         if t.value.bytes == 0 || t.value.bytes > 16 << 20 {
             return Err(cx.at(t, "`bytes` must be 1 to 16 MiB"));
         }
+        if let Some(seg) = t.value.segment.as_ref().filter(|s| s.value == 0) {
+            return Err(cx.at(seg, "`segment` is the bytes per segment: at least 1"));
+        }
         return Ok(Action::Transfer {
             bytes: t.value.bytes as usize,
-            segment: t.value.segment,
+            segment: t.value.segment.as_ref().map(|s| s.value),
             conn,
         });
     }
@@ -1194,10 +1241,72 @@ fn lower_options(
     raw: &Option<Vec<Spanned<String>>>,
 ) -> Result<Option<Vec<OptSpec>>, ScriptError> {
     let Some(list) = raw else { return Ok(None) };
-    list.iter()
-        .map(|o| values::parse_option(&o.value).map_err(|e| cx.at(o, e)))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    let mut out = Vec::new();
+    for o in list {
+        out.push(values::parse_option(&o.value).map_err(|e| cx.at(o, e))?);
+        let len = opt_specs_len(&out);
+        if len > limits::TCP_MAX_OPTIONS {
+            return Err(cx.at(
+                o,
+                format!(
+                    "the options take {len} bytes up to here, more than the {} a TCP header has room for",
+                    limits::TCP_MAX_OPTIONS
+                ),
+            ));
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The bytes a list of options takes in the TCP header (a `ts` the peer fills in is one
+/// timestamp option).
+fn opt_specs_len(list: &[OptSpec]) -> usize {
+    let options: Vec<crate::wire::TcpOption> = list
+        .iter()
+        .map(|o| match o {
+            OptSpec::Exact(o) => o.clone(),
+            OptSpec::AnyTimestamp => crate::wire::TcpOption::Timestamps { val: 0, ecr: 0 },
+        })
+        .collect();
+    limits::options_len(&options)
+}
+
+/// Every segment the peer sends must fit the link in each family the scenario runs over;
+/// `halfclose run` could not send it otherwise.
+fn check_fits_link(
+    cx: &Cx,
+    steps: &[Step],
+    setup: &Setup,
+    families: &[Family],
+) -> Result<(), ScriptError> {
+    for s in steps.iter().filter(|s| !s.implicit) {
+        let (payload, listed, syn, what) = match &s.action {
+            Action::Send(x) => (
+                x.payload.len(),
+                x.options.as_deref().map(opt_specs_len),
+                x.flags.contains(TcpFlags::SYN),
+                "this segment's data",
+            ),
+            Action::Transfer {
+                segment: Some(n), ..
+            } => (*n as usize, None, false, "`segment`"),
+            _ => continue,
+        };
+        let options = limits::sent_options_len(listed, syn, setup.peer.timestamps);
+        for &family in families {
+            let max = limits::max_payload(family, options);
+            if payload > max {
+                return Err(cx.error(
+                    s.loc,
+                    format!(
+                        "{what} ({payload} bytes) does not fit one segment on the {}-byte link over {family}: at most {max} bytes with {options} bytes of TCP options; split it into several segments, or use `transfer`",
+                        limits::LINK_MTU
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
@@ -1211,7 +1320,7 @@ fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
             ))
         }
         (Some(l), None) => call::filler(l.value as usize),
-        (None, Some(d)) => d.as_bytes().to_vec(),
+        (None, Some(d)) => d.value.as_bytes().to_vec(),
         (None, None) => Vec::new(),
     };
     if !r.flags.value.1.is_empty() {

@@ -232,3 +232,56 @@ fn a_matrix_has_at_most_ten_thousand_combinations() {
     let err = parse_matrix(&format!("{text}{padding}")).unwrap_err();
     assert!(err.message.contains("more than the 64 MiB"), "{err}");
 }
+
+fn setup_error(setup: &str, steps: &str) -> ScriptError {
+    parse_text(&format!(
+        "name: a\nsummary: s\nsetup:\n{setup}\nsteps:\n{steps}\n"
+    ))
+    .unwrap_err()
+}
+
+/// Regression (issue 9): `check` accepted these and `run` then failed on them; each is
+/// refused at its own line and column, with what would work.
+#[test]
+fn the_loader_refuses_what_a_run_cannot_carry_out() {
+    let close = "  - call: close()";
+    let cases: Vec<(&str, &str, (u32, u32), &str)> = vec![
+        ("  call_timeout: 0", close, (4, 17), "at least 1ms"),
+        ("  call_timeout: 500us", close, (4, 17), "at least 1ms"),
+        ("  sut_port: 0", close, (4, 13), "port 0 is no port"),
+        ("  peer_port: 0", close, (4, 14), "port 0 is no port"),
+        ("  connections:\n    c2: {peer_port: 40001, sut_port: 0}", close, (5, 38), "port 0"),
+        ("  connections:\n    C2: {peer_port: 40001}", close, (5, 9), "connection name `C2`"),
+        ("  sysctls:\n    net.core.rmem_max: 1000", close, (5, 24), "not per network namespace"),
+        ("  sysctls:\n    net.ipv4.conf.eth0.rp_filter: 1", close, (5, 35), "`eth0`"),
+        ("  sysctls:\n    net.ipv4.tcp_fin_timeout: \"3\\n4\"", close, (5, 31), "one line"),
+        ("  sysctls:\n    net.ipv4.tcp_available_congestion_control: reno", close, (5, 48), "read-only"),
+        ("  open: passive", "  - send: {flags: P., seq: 1, ack: 1, len: 1441}", (6, 5), "over ipv6: at most 1440"),
+        (
+            "  peer: {timestamps: true}",
+            "  - send: {flags: P., seq: 1, ack: 1, len: 1449}",
+            (6, 5),
+            "over ipv4: at most 1448 bytes with 12 bytes of TCP options",
+        ),
+        (
+            "  open: passive",
+            "  - send: {flags: P., seq: 1, ack: 1, data: \"é\", options: [mss 1460, wscale 7, sackOK, ts, nop, sack 1:2 3:4 5:6]}",
+            (6, 97),
+            "more than the 40",
+        ),
+        ("  open: passive", "  - transfer: {bytes: 10000, segment: 2000}", (6, 5), "`segment` (2000 bytes)"),
+        ("  open: passive", "  - transfer: {bytes: 10000, segment: 0}", (6, 39), "at least 1"),
+    ];
+    for (setup, steps, (line, column), says) in cases {
+        let err = setup_error(setup, steps);
+        assert_eq!(
+            (err.loc.line, err.loc.column),
+            (line, column),
+            "{setup} / {steps}: {err}"
+        );
+        assert!(err.message.contains(says), "{setup} / {steps}: {err}");
+    }
+    // At the limits, everything loads.
+    parse_text("name: a\nsummary: s\nfamilies: [ipv4]\nsetup:\n  call_timeout: 1ms\n  sut_port: 65535\nsteps:\n  - send: {flags: P., seq: 1, ack: 1, len: 1460}\n").unwrap();
+    parse_text("name: a\nsummary: s\nsteps:\n  - send: {flags: P., seq: 1, ack: 1, len: 1440}\n  - send: {flags: ., options: [mss 1460, wscale 7, sackOK, ts, nop, sack 1:2]}\n").unwrap();
+}
