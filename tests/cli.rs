@@ -617,3 +617,99 @@ fn oversized_or_special_script_files_are_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Regression (issue 9): `stack:` was never checked. A file for another stack, or for one
+/// halfclose does not know, is bad input naming the file, line and column.
+#[test]
+fn expectations_for_another_stack_are_bad_input() {
+    let out = halfclose(&[
+        "list",
+        "suites/close",
+        "--expectations",
+        "fixtures/expectations/wrong-stack.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("fixtures/expectations/wrong-stack.yaml:2:8: unknown stack `bsd`, but the run is against `linux`"),
+        "{shown}"
+    );
+    let out = halfclose(&[
+        "list",
+        "suites/close",
+        "--expectations",
+        "suites/expectations/smoltcp.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("suites/expectations/smoltcp.yaml:8:8: this file lists deviations of `smoltcp`, but the run is against `linux`"),
+        "{shown}"
+    );
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    let out = halfclose(&[
+        "list",
+        "suites/close",
+        "--agent",
+        agent.to_str().unwrap(),
+        "--expectations",
+        "suites/expectations/linux.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("suites/expectations/linux.yaml:7:8: this file lists deviations of `linux`, but the run is against `smoltcp`"),
+        "{shown}"
+    );
+}
+
+/// Regression (issue 9): an entry that matches no trial was never reported. It is bad input
+/// naming file:line and the entry. Trials left out by --filter or --fast still exist.
+#[test]
+fn expectations_entry_that_matches_no_trial_is_bad_input() {
+    let out = halfclose(&[
+        "list",
+        "suites/close",
+        "--expectations",
+        "fixtures/expectations/unused.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("fixtures/expectations/unused.yaml:7:5: the entry `ipv4::close::active-close-renamed` matches no trial"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("unused.yaml:5:"),
+        "the used entry is fine:\n{shown}"
+    );
+    for args in [
+        vec![
+            "list",
+            "suites/close",
+            "--filter",
+            "active-close",
+            "--expectations",
+            "fixtures/expectations/stale.yaml",
+        ],
+        vec![
+            "list",
+            "suites/timers",
+            "--fast",
+            "--expectations",
+            "fixtures/expectations/slow.yaml",
+        ],
+        // A part of the suite with the suite's own file: its entries name trials beside it.
+        vec![
+            "list",
+            "suites/close",
+            "--expectations",
+            "suites/expectations/linux.yaml",
+        ],
+    ] {
+        let out = halfclose(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}:\n{}", text(&out));
+    }
+}
