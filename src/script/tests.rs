@@ -285,3 +285,64 @@ fn the_loader_refuses_what_a_run_cannot_carry_out() {
     parse_text("name: a\nsummary: s\nfamilies: [ipv4]\nsetup:\n  call_timeout: 1ms\n  sut_port: 65535\nsteps:\n  - send: {flags: P., seq: 1, ack: 1, len: 1460}\n").unwrap();
     parse_text("name: a\nsummary: s\nsteps:\n  - send: {flags: P., seq: 1, ack: 1, len: 1440}\n  - send: {flags: ., options: [mss 1460, wscale 7, sackOK, ts, nop, sack 1:2]}\n").unwrap();
 }
+
+/// The ```yaml blocks of a Markdown file, with the line each starts on.
+fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        match (&mut current, line.trim_end()) {
+            (None, "```yaml") => current = Some((i + 2, String::new())),
+            (Some(_), "```") => out.extend(current.take()),
+            (Some((_, text)), l) => {
+                text.push_str(l);
+                text.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+/// A block is a whole scenario when it has the top-level keys a scenario needs.
+fn is_whole_scenario(block: &str) -> bool {
+    ["name:", "summary:", "steps:"]
+        .iter()
+        .all(|k| block.lines().any(|l| l.starts_with(k)))
+}
+
+/// Every example in the docs that is a whole scenario loads (the Matrices example once
+/// failed its own check), and so does the expectations example: docs cannot drift.
+#[test]
+fn the_docs_examples_load() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut scenarios = 0;
+    let mut expectations = 0;
+    for doc in ["docs/script-format.md", "README.md"] {
+        let markdown = std::fs::read_to_string(root.join(doc)).unwrap();
+        for (line, block) in yaml_blocks(&markdown) {
+            let place = format!("{doc}:{line}");
+            if is_whole_scenario(&block) {
+                let all = parse_all(&block, Path::new(&place), "docs")
+                    .unwrap_or_else(|e| panic!("the example at {place} does not load: {e}"));
+                assert!(!all.is_empty(), "{place}");
+                scenarios += 1;
+            } else if block.starts_with("stack:") {
+                let file = std::env::temp_dir().join(format!(
+                    "halfclose-doc-expectations-{}.yaml",
+                    std::process::id()
+                ));
+                std::fs::write(&file, &block).unwrap();
+                let loaded = crate::expectations::Expectations::load(&file);
+                let _ = std::fs::remove_file(&file);
+                loaded.unwrap_or_else(|e| panic!("the example at {place} does not load: {e}"));
+                expectations += 1;
+            }
+        }
+    }
+    assert!(
+        scenarios >= 3,
+        "the docs' scenario examples were not found ({scenarios})"
+    );
+    assert_eq!(expectations, 1, "the expectations example");
+}
