@@ -465,35 +465,62 @@ fn read_matrix(text: &str) -> (Matrix, Loc) {
         .unwrap_or_default()
 }
 
+/// The lines of a text as YAML counts them (a line ends at "\r\n", "\r" or "\n"): each
+/// line's byte offset and text.
+fn yaml_lines(text: &str) -> Vec<(usize, &str)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let width = match bytes[i] {
+            b'\n' => 1,
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' => 1,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push((start, &text[start..i]));
+        i += width;
+        start = i;
+    }
+    out.push((start, &text[start..]));
+    out
+}
+
+/// The text of a line (1-based), as YAML counts lines.
+fn line_text(text: &str, line: u32) -> Option<&str> {
+    let i = (line as usize).checked_sub(1)?;
+    yaml_lines(text).get(i).map(|(_, l)| *l)
+}
+
 /// The line and column (1-based, in characters) of a byte offset.
 fn loc_of_offset(text: &str, at: usize) -> Loc {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
+    let lines = yaml_lines(text);
+    let i = lines.partition_point(|(start, _)| *start <= at).max(1) - 1;
+    let (start, line) = lines[i];
+    let mut end = at.clamp(start, start + line.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    let before = &text[..at];
-    let line = before.matches('\n').count() as u32 + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
-    Loc { line, column }
+    Loc {
+        line: i as u32 + 1,
+        column: text[start..end].chars().count() as u32 + 1,
+    }
 }
 
 /// The byte offset of a line and column (1-based, in characters), and how many columns lie
 /// beyond the end of that line (a position just past the last character).
 fn offset_of_loc(text: &str, loc: Loc) -> Option<(usize, u32)> {
-    let line_start = if loc.line <= 1 {
-        0
-    } else {
-        text.match_indices('\n')
-            .nth(loc.line as usize - 2)
-            .map(|(i, _)| i + 1)?
-    };
-    let line = text[line_start..].split('\n').next().unwrap_or("");
+    let lines = yaml_lines(text);
+    let (start, line) = *lines.get((loc.line as usize).checked_sub(1)?)?;
     let before = loc.column.saturating_sub(1) as usize;
     match line.char_indices().nth(before) {
-        Some((i, _)) => Some((line_start + i, 0)),
+        Some((i, _)) => Some((start + i, 0)),
         None => {
             let past = before - line.chars().count();
-            Some((line_start + line.len(), past as u32))
+            Some((start + line.len(), past as u32))
         }
     }
 }
@@ -517,14 +544,7 @@ impl Cx<'_> {
     /// naming the matrix combination it arose in.
     fn error(&self, loc: Loc, message: impl Into<String>) -> ScriptError {
         let loc = self.written_loc(loc);
-        let source_line = (loc.line > 0)
-            .then(|| {
-                self.written
-                    .lines()
-                    .nth(loc.line as usize - 1)
-                    .map(str::to_string)
-            })
-            .flatten();
+        let source_line = line_text(self.written, loc.line).map(str::to_string);
         let mut message = message.into();
         if !self.combo.params.is_empty() {
             message = format!("{message} (matrix combination {})", self.combo.suffix());
@@ -828,11 +848,7 @@ fn lower_sockopts(cx: &Cx, raw: &[Spanned<String>]) -> Result<Vec<SockOpt>, Scri
 /// (the kinds scripts use for calls), the scalar's start otherwise.
 fn inner_loc<T>(cx: &Cx, s: &Spanned<T>, offset: usize) -> Loc {
     let base = Loc::of(s);
-    let line = cx
-        .text
-        .lines()
-        .nth(base.line.saturating_sub(1) as usize)
-        .unwrap_or("");
+    let line = line_text(cx.text, base.line).unwrap_or("");
     let start = base.column.saturating_sub(1) as usize;
     let quoted = line
         .chars()
@@ -1490,5 +1506,7 @@ fn check_fds(cx: &Cx, s: &Step, c: &Call, fds: &mut HashSet<String>) -> Result<(
     Ok(())
 }
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;

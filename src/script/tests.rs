@@ -346,3 +346,18 @@ fn the_docs_examples_load() {
     );
     assert_eq!(expectations, 1, "the expectations example");
 }
+
+/// YAML ends a line at a lone CR too; positions and the caret line count lines its way
+/// (found by the property tests: an error on a CR-separated line pointed past the text).
+#[test]
+fn lines_end_where_yaml_ends_them() {
+    for eol in ["\n", "\r\n", "\r"] {
+        let text = ["name: a", "summary: s", "steps:", "  - quiet: 2", ""].join(eol);
+        let err = parse_text(&text).unwrap_err();
+        assert_eq!((err.loc.line, err.loc.column), (4, 12), "{eol:?}: {err}");
+        assert_eq!(err.source_line.as_deref(), Some("  - quiet: 2"), "{eol:?}");
+    }
+    let text = "name: a\rsummary: s\rmatrix:\r  x: [1000000000]\rsteps:\r  - send: {flags: ., seq: ${x}, win: 7777777}\r";
+    let err = parse_all(text, Path::new("inline.yaml"), "test").unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (6, 38), "{err}");
+}
