@@ -74,6 +74,39 @@ impl Matrix {
         }
     }
 
+    /// Parameter names and values become part of trial names (`name[state=LAST_ACK]`) and of
+    /// capture file names: they must be short words without `/`, `,`, `=` or brackets.
+    pub fn check_names(&self) -> Result<(), String> {
+        for p in &self.0 {
+            let name_ok = p.name.len() <= 32
+                && p.name.starts_with(|c: char| c.is_ascii_lowercase())
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !name_ok {
+                return Err(format!(
+                    "matrix parameter `{}` must be a lowercase word (letters, digits, _ and -, at most 32)",
+                    shorten(&p.name)
+                ));
+            }
+            for (value, _) in &p.values {
+                let ok = !value.is_empty()
+                    && value.len() <= 64
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.:+-".contains(c));
+                if !ok {
+                    return Err(format!(
+                        "matrix value `{}` of `{}` names trials: letters, digits and _ . : + - only, at most 64 (put other text in a variable: `name: {{var: text}}`)",
+                        shorten(value),
+                        p.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn param(&self, name: &str) -> Option<&Param> {
         self.0.iter().find(|p| p.name == name)
     }
@@ -88,6 +121,16 @@ impl Matrix {
                 .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         c
+    }
+}
+
+/// At most 40 characters of a text, for a message.
+fn shorten(text: &str) -> String {
+    let short: String = text.chars().take(40).collect();
+    if short.len() < text.len() {
+        format!("{short}…")
+    } else {
+        short
     }
 }
 
@@ -148,11 +191,13 @@ impl Expansions {
     }
 }
 
-/// Replaces `${name}` with the combination's variables. Errors give the byte offset of the
-/// unknown or unclosed reference.
+/// Replaces `${name}` with the combination's variables, making at most `limit` bytes of
+/// text. Errors give the byte offset of the unknown or unclosed reference, or of the one
+/// that goes past the limit.
 pub fn substitute(
     text: &str,
     vars: &BTreeMap<String, String>,
+    limit: usize,
 ) -> Result<(String, Expansions), (usize, String)> {
     let mut out = String::with_capacity(text.len());
     let mut map = Vec::new();
@@ -166,6 +211,15 @@ pub fn substitute(
         };
         let name = &after[..end];
         match vars.get(name) {
+            Some(v) if out.len() + v.len() + (text.len() - offset - i) > limit => {
+                return Err((
+                    offset + i,
+                    format!(
+                        "with the matrix's values in, the text would be more than {} MiB",
+                        limit >> 20
+                    ),
+                ));
+            }
             Some(v) => {
                 map.push(Expansion {
                     written: offset + i..offset + i + 2 + end + 1,
@@ -180,12 +234,7 @@ pub fn substitute(
                 } else {
                     format!("known: {}", known.join(", "))
                 };
-                let shown: String = name.chars().take(40).collect();
-                let shown = if shown.len() < name.len() {
-                    format!("{shown}…")
-                } else {
-                    shown
-                };
+                let shown = shorten(name);
                 return Err((
                     offset + i,
                     format!("unknown variable `${{{shown}}}` ({hint})"),
@@ -393,10 +442,12 @@ mod tests {
         assert_eq!(all[1].suffix(), "[state=A,pos=right]");
         assert_eq!(all[1].vars["seq"], "9");
         assert_eq!(
-            substitute("seq: ${seq} ${state}", &all[1].vars).unwrap().0,
+            substitute("seq: ${seq} ${state}", &all[1].vars, 1000)
+                .unwrap()
+                .0,
             "seq: 9 A"
         );
-        assert!(substitute("${nope}", &all[1].vars)
+        assert!(substitute("${nope}", &all[1].vars, 1000)
             .unwrap_err()
             .1
             .contains("unknown variable"));
@@ -425,7 +476,11 @@ mod tests {
     fn expansions_map_back_to_the_written_text() {
         let vars = BTreeMap::from([("x".to_string(), "aaaaaaa".to_string())]);
         let written = "a: ${x} b\nc: ${x}\n";
-        let (expanded, map) = substitute(written, &vars).unwrap();
+        let (expanded, map) = substitute(written, &vars, 1000).unwrap();
+        assert!(substitute(written, &vars, 24)
+            .unwrap_err()
+            .1
+            .contains("more than"));
         assert_eq!(expanded, "a: aaaaaaa b\nc: aaaaaaa\n");
         assert_eq!(map.written_offset(0), 0);
         assert_eq!(map.written_offset(3), 3, "the value's start is the `${{`");

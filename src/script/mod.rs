@@ -295,6 +295,9 @@ impl Scenario {
 pub const MAX_SCRIPT_BYTES: u64 = 1 << 20;
 /// The most combinations (trials per family) one matrix may stand for.
 pub const MAX_COMBINATIONS: u128 = 10_000;
+/// The longest scenario name with its matrix values (`name[k=v,…]`): it names the trial's
+/// capture file, and a file name has at most 255 bytes.
+pub const MAX_TRIAL_NAME: usize = 200;
 /// The most text a matrix may expand a file to (combinations × file size): every combination
 /// is parsed on its own.
 pub const MAX_EXPANDED_BYTES: u128 = 64 << 20;
@@ -420,6 +423,9 @@ pub fn parse_all(
             ),
         ));
     }
+    matrix
+        .check_names()
+        .map_err(|e| written.error(matrix_loc, e))?;
     if count.saturating_mul(text.len() as u128) > MAX_EXPANDED_BYTES {
         return Err(written.error(
             matrix_loc,
@@ -431,13 +437,16 @@ pub fn parse_all(
         ));
     }
     let mut out = Vec::new();
+    // What the combinations may still expand to, all together.
+    let mut budget = MAX_EXPANDED_BYTES as usize;
     for combo in matrix.combinations() {
         let in_combo = Cx {
             combo: &combo,
             ..written
         };
-        let (expanded, expansions) = matrix::substitute(text, &combo.vars)
+        let (expanded, expansions) = matrix::substitute(text, &combo.vars, budget)
             .map_err(|(at, msg)| in_combo.error(loc_of_offset(text, at), msg))?;
+        budget = budget.saturating_sub(expanded.len());
         let cx = Cx {
             text: &expanded,
             expansions: Some(&expansions),
@@ -451,7 +460,16 @@ pub fn parse_all(
 
 /// The first scenario of a script (the whole script when it has no matrix).
 pub fn parse(text: &str, file: &Path, default_group: &str) -> Result<Scenario, ScriptError> {
-    parse_all(text, file, default_group).map(|mut v| v.remove(0))
+    let mut all = parse_all(text, file, default_group)?;
+    if all.is_empty() {
+        return Err(ScriptError {
+            file: file.to_path_buf(),
+            loc: Loc { line: 1, column: 1 },
+            message: "the script stands for no scenario".into(),
+            source_line: None,
+        });
+    }
+    Ok(all.swap_remove(0))
 }
 
 /// The matrix and where it is, read with every `${…}` blanked out; a file that does not parse
@@ -607,6 +625,16 @@ fn strip_location_suffix(m: &str) -> String {
 
 fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, ScriptError> {
     let name = check_name(cx, &raw.name, "name")? + &cx.combo.suffix();
+    if name.len() > MAX_TRIAL_NAME {
+        return Err(cx.at(
+            &raw.name,
+            format!(
+                "the trial name `{}…` is {} characters, more than the {MAX_TRIAL_NAME} a capture's file name may have: shorten the name or the matrix values",
+                name.chars().take(40).collect::<String>(),
+                name.len()
+            ),
+        ));
+    }
     let group = match &raw.group {
         Some(g) => check_name(cx, g, "group")?,
         None => default_group.to_string(),

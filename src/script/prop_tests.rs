@@ -302,7 +302,7 @@ proptest! {
             }
         }
         let vars = BTreeMap::from([("v".to_string(), s.clone())]);
-        match matrix::substitute(&c, &vars) {
+        match matrix::substitute(&c, &vars, 1 << 20) {
             Ok((expanded, map)) => {
                 prop_assert_eq!(map.written_offset(0), 0);
                 prop_assert_eq!(map.written_offset(expanded.len()), c.len());

@@ -100,6 +100,35 @@ fn bad_fixtures_report_line_and_column() {
     }
 }
 
+/// Matrix names and values name trials and capture files: no `/`, no endless names.
+#[test]
+fn matrix_values_and_names_make_safe_trial_names() {
+    for (matrix, says) in [
+        ("  v: [../../etc]", "matrix value `../../etc` of `v`"),
+        ("  v: [\"a,b\"]", "matrix value `a,b`"),
+        ("  V: [a]", "matrix parameter `V`"),
+        ("  v: [\"\"]", "matrix value ``"),
+    ] {
+        let err = parse_all(
+            &format!("name: a\nsummary: s\nmatrix:\n{matrix}\nsteps:\n  - call: close()\n"),
+            Path::new("inline.yaml"),
+            "test",
+        )
+        .unwrap_err();
+        assert_eq!((err.loc.line, err.loc.column), (4, 3), "{err}");
+        assert!(err.message.contains(says), "{err}");
+    }
+    let (name, value) = ("x".repeat(80), "x".repeat(64));
+    let err = parse_all(
+        &format!("name: {name}\nsummary: s\nmatrix:\n  a: [{value}]\n  b: [{value}]\nsteps:\n  - call: close()\n"),
+        Path::new("inline.yaml"),
+        "test",
+    )
+    .unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (1, 7), "{err}");
+    assert!(err.message.contains("more than the 200"), "{err}");
+}
+
 /// Regression (issue 9): both used to panic (exit 101) instead of reporting a position.
 #[test]
 fn non_ascii_text_is_an_error_with_a_position_not_a_panic() {
@@ -231,6 +260,16 @@ fn a_matrix_has_at_most_ten_thousand_combinations() {
     let padding = format!("# {}\n", "x".repeat(100)).repeat(70);
     let err = parse_matrix(&format!("{text}{padding}")).unwrap_err();
     assert!(err.message.contains("more than the 64 MiB"), "{err}");
+    // One combination, but a long value used a thousand times: 100 MB of text, refused at
+    // the reference that would pass 64 MiB.
+    let uses = "  - send: {flags: ., data: \"${text}\"}\n".repeat(1000);
+    let text = format!(
+        "name: a\nsummary: s\nmatrix:\n  v: {{long: {{text: {}}}}}\nsteps:\n{uses}",
+        "x".repeat(100_000)
+    );
+    let err = parse_matrix(&text).unwrap_err();
+    assert!(err.message.contains("would be more than 64 MiB"), "{err}");
+    assert_eq!(err.loc.column, 29, "{err}");
 }
 
 fn setup_error(setup: &str, steps: &str) -> ScriptError {
