@@ -652,7 +652,7 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
             .unwrap_or(&[]),
     )?;
     if setup.open == Open::None && !sockopts.is_empty() {
-        let at = setup_raw.map(|s| Loc::of(s)).unwrap_or_default();
+        let at = setup_raw.map(Loc::of).unwrap_or_default();
         return Err(cx.error(at, "`sockopts` needs `open: passive` or `open: active`; with `open: none` call setsockopt() in the steps"));
     }
     let mut steps = open_steps(&setup, &sockopts, open_loc);
@@ -683,13 +683,17 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
 fn check_name(cx: &Cx, s: &Spanned<String>, what: &str) -> Result<String, ScriptError> {
     let v = &s.value;
     let ok = !v.is_empty()
+        && v.len() <= 100
         && v.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !v.starts_with('-');
     if !ok {
         return Err(cx.at(
             s,
-            format!("{what} `{v}` must be lowercase letters, digits and dashes, like active-close"),
+            format!(
+                "{what} `{}` must be lowercase letters, digits and dashes (at most 100), like active-close",
+                v.chars().take(100).collect::<String>()
+            ),
         ));
     }
     Ok(v.clone())

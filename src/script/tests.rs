@@ -400,3 +400,15 @@ fn lines_end_where_yaml_ends_them() {
     let err = parse_all(text, Path::new("inline.yaml"), "test").unwrap_err();
     assert_eq!((err.loc.line, err.loc.column), (6, 38), "{err}");
 }
+
+/// A name is at most 100 characters: it names directories and capture files.
+#[test]
+fn names_are_bounded() {
+    let err = parse_text(&format!(
+        "name: a\ngroup: {}\nsummary: s\nsteps:\n  - call: close()\n",
+        "g".repeat(101)
+    ))
+    .unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (2, 8), "{err}");
+    assert!(err.message.contains("at most 100"), "{err}");
+}
