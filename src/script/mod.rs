@@ -876,20 +876,24 @@ fn lower_sockopts(cx: &Cx, raw: &[Spanned<String>]) -> Result<Vec<SockOpt>, Scri
         .collect()
 }
 
-/// The location of a character inside a scalar: exact for plain and quoted one-line scalars
-/// (the kinds scripts use for calls), the scalar's start otherwise.
-fn inner_loc<T>(cx: &Cx, s: &Spanned<T>, offset: usize) -> Loc {
+/// The location of a character inside a scalar: exact when the scalar is written on one line
+/// as it reads (plain, or quoted without escapes: the kinds scripts use for calls), the
+/// scalar's start otherwise (a folded or escaped scalar's characters are not its columns).
+fn inner_loc(cx: &Cx, s: &Spanned<String>, offset: usize) -> Loc {
     let base = Loc::of(s);
     let line = line_text(cx.text, base.line).unwrap_or("");
-    let start = base.column.saturating_sub(1) as usize;
-    let quoted = line
+    let rest: String = line
         .chars()
-        .nth(start)
-        .is_some_and(|c| c == '"' || c == '\'');
-    let col = base.column + offset as u32 + u32::from(quoted);
+        .skip(base.column.saturating_sub(1) as usize)
+        .collect();
+    let quoted = rest.starts_with(['"', '\'']);
+    let body = if quoted { &rest[1..] } else { &rest[..] };
+    if !body.starts_with(s.value.as_str()) {
+        return base;
+    }
     Loc {
         line: base.line,
-        column: col,
+        column: base.column + offset as u32 + u32::from(quoted),
     }
 }
 

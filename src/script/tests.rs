@@ -412,3 +412,23 @@ fn names_are_bounded() {
     assert_eq!((err.loc.line, err.loc.column), (2, 8), "{err}");
     assert!(err.message.contains("at most 100"), "{err}");
 }
+
+/// A position inside a call is exact when the call is written as it reads, and the start of
+/// the scalar when it is folded over lines or escaped (found by the property tests: a folded
+/// call pointed past the end of its line).
+#[test]
+fn positions_inside_folded_or_escaped_calls_fall_back_to_the_scalar() {
+    let err =
+        parse_text("name: a\nsummary: s\nsteps:\n  - call: write(5)\n      = x\n").unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (4, 11), "{err}");
+    let err = parse_text("name: a\nsummary: s\nsteps:\n  - call: \"write(\\\"ab\\\") = x\"\n")
+        .unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (4, 11), "{err}");
+    let err = parse_text("name: a\nsummary: s\nsteps:\n  - call: \"write(5) = x\"\n").unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (4, 23), "{err}");
+    let err = parse_text(
+        "name: a\nsummary: s\nsetup:\n  sockopts: [S\n    PU.5]\nsteps:\n  - call: close()\n",
+    )
+    .unwrap_err();
+    assert_eq!((err.loc.line, err.loc.column), (4, 14), "{err}");
+}
