@@ -276,9 +276,6 @@ fn cmd_run(args: &[String]) -> i32 {
         return EXIT_BAD_INPUT;
     }
     let mut suite = suite::load(&opts.paths);
-    if opts.fast {
-        suite.without_slow();
-    }
     if !suite.errors.is_empty() {
         for e in &suite.errors {
             eprintln!("error: {e}");
@@ -319,10 +316,14 @@ fn cmd_run(args: &[String]) -> i32 {
         tries: opts.retries + 1,
         ..TrialConfig::new(pcap_dir, stack)
     };
-    let expected = match load_expectations(&opts, &cfg.stack) {
+    // Judged against every trial loaded, before --fast or --filter leave some out.
+    let expected = match load_expectations(&opts, &cfg.stack, &suite.scenarios) {
         Ok(e) => e,
         Err(code) => return code,
     };
+    if opts.fast {
+        suite.without_slow();
+    }
     let trials = report::trials(&suite.scenarios, &[], &cfg, &records, &expected);
     if !opts.test.list {
         *interrupted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Interrupted {
@@ -529,7 +530,11 @@ fn sibling_binary(name: &str) -> Result<String, String> {
         })
 }
 
-fn load_expectations(opts: &RunOpts, stack: &Stack) -> Result<Expectations, i32> {
+fn load_expectations(
+    opts: &RunOpts,
+    stack: &Stack,
+    loaded: &[crate::script::Scenario],
+) -> Result<Expectations, i32> {
     // `expectations/linux.yaml`, `expectations/smoltcp.yaml`
     let name = format!("expectations/{}.yaml", stack.short_name());
     let default = opts
@@ -541,10 +546,19 @@ fn load_expectations(opts: &RunOpts, stack: &Stack) -> Result<Expectations, i32>
     let Some(file) = opts.expectations.clone().or(default) else {
         return Ok(Expectations::default());
     };
-    Expectations::load(&file).map_err(|e| {
+    let expected = Expectations::load(&file).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_BAD_INPUT
-    })
+    })?;
+    let errors = expected.check(stack.short_name(), loaded);
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    if errors.is_empty() {
+        Ok(expected)
+    } else {
+        Err(EXIT_BAD_INPUT)
+    }
 }
 
 fn cmd_coverage(args: &[String]) -> i32 {

@@ -11,17 +11,18 @@
 //!     reason: Linux answers … (RFC 5961 §3 says …)
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::script::{Loc, ScriptError};
+use crate::script::{Loc, Scenario, ScriptError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
-    stack: String,
+    stack: Spanned<String>,
     #[serde(default)]
     deviations: Vec<Spanned<RawDeviation>>,
 }
@@ -39,12 +40,15 @@ pub struct Deviation {
     pub pattern: String,
     pub reason: String,
     pub line: u32,
+    pub column: u32,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Expectations {
     pub file: PathBuf,
     pub stack: String,
+    /// Where `stack:` names it.
+    pub stack_loc: Loc,
     pub deviations: Vec<Deviation>,
 }
 
@@ -56,9 +60,8 @@ impl Expectations {
             message,
             source_line: None,
         };
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| err(Loc::default(), format!("cannot read: {e}")))?;
-        let raw: RawFile = serde_saphyr::from_str(&text).map_err(|e| {
+        let text = crate::script::read_script(file)?;
+        let raw: RawFile = crate::script::from_yaml(&text).map_err(|e| {
             let loc = e
                 .location()
                 .map(|l| Loc {
@@ -78,13 +81,10 @@ impl Expectations {
         })?;
         let mut deviations = Vec::new();
         for d in raw.deviations {
-            let line = d.referenced.line() as u32;
+            let (line, column) = (d.referenced.line() as u32, d.referenced.column() as u32);
             if d.value.reason.trim().is_empty() {
                 return Err(err(
-                    Loc {
-                        line,
-                        column: d.referenced.column() as u32,
-                    },
+                    Loc { line, column },
                     "a deviation needs a `reason`".into(),
                 ));
             }
@@ -92,11 +92,16 @@ impl Expectations {
                 pattern: d.value.trial,
                 reason: d.value.reason.trim().to_string(),
                 line,
+                column,
             });
         }
         Ok(Expectations {
             file: file.to_path_buf(),
-            stack: raw.stack,
+            stack: raw.stack.value.clone(),
+            stack_loc: Loc {
+                line: raw.stack.referenced.line() as u32,
+                column: raw.stack.referenced.column() as u32,
+            },
             deviations,
         })
     }
@@ -113,6 +118,77 @@ impl Expectations {
             .filter(|d| !trials.iter().any(|t| glob(&d.pattern, t)))
             .collect()
     }
+
+    /// Whether the file fits this run: it is for the stack under test (`linux`, or the first
+    /// word of the agent's stack), and every entry names a trial that exists. Trials that
+    /// exist are those of the scenarios loaded (all of them, whatever `--filter` or `--fast`
+    /// then runs) and, for a file in an `expectations/` directory, those of the suite beside
+    /// it, so running part of a suite with the suite's file is no error.
+    pub fn check(&self, stack: &str, loaded: &[Scenario]) -> Vec<ScriptError> {
+        if self.file.as_os_str().is_empty() {
+            return Vec::new();
+        }
+        let err = |loc: Loc, message: String| ScriptError {
+            file: self.file.clone(),
+            loc,
+            message,
+            source_line: None,
+        };
+        if self.stack != stack {
+            let known = ["linux", "smoltcp"];
+            let what = if known.contains(&self.stack.as_str()) {
+                format!("this file lists deviations of `{}`", self.stack)
+            } else {
+                format!("unknown stack `{}`", self.stack)
+            };
+            return vec![err(
+                self.stack_loc,
+                format!(
+                    "{what}, but the run is against `{stack}`: use expectations/{stack}.yaml, or run that stack (--stack or --agent)"
+                ),
+            )];
+        }
+        let mut trials: BTreeSet<String> = trial_names(loaded).collect();
+        if let Some(root) = self.suite_root() {
+            trials.extend(trial_names(&crate::suite::load(&[root]).scenarios));
+        }
+        let trials: Vec<String> = trials.into_iter().collect();
+        self.unused(&trials)
+            .into_iter()
+            .map(|d| {
+                err(
+                    Loc {
+                        line: d.line,
+                        column: d.column,
+                    },
+                    format!(
+                        "the entry `{}` matches no trial of the {} there are: fix the name (halfclose list shows them) or remove the entry",
+                        d.pattern,
+                        trials.len()
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// `suites` for `suites/expectations/linux.yaml`: the suite a file in an `expectations/`
+    /// directory belongs to.
+    fn suite_root(&self) -> Option<PathBuf> {
+        let dir = self.file.parent()?;
+        if dir.file_name()? != "expectations" {
+            return None;
+        }
+        // Not the working directory itself: that is a project, not a suite.
+        let root = dir.parent().filter(|r| !r.as_os_str().is_empty())?;
+        root.is_dir().then(|| root.to_path_buf())
+    }
+}
+
+/// Every trial name the scenarios stand for, each family.
+fn trial_names(scenarios: &[Scenario]) -> impl Iterator<Item = String> + '_ {
+    scenarios
+        .iter()
+        .flat_map(|sc| sc.families.iter().map(|&f| sc.trial_name(f)))
 }
 
 /// `*` matches any run of characters; everything else matches itself.
@@ -140,7 +216,55 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::*;
+
+    fn listing(stack: &str, patterns: &[&str]) -> Expectations {
+        Expectations {
+            file: PathBuf::from("x/stacks.yaml"),
+            stack: stack.into(),
+            stack_loc: Loc { line: 1, column: 8 },
+            deviations: patterns
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Deviation {
+                    pattern: p.to_string(),
+                    reason: "r".into(),
+                    line: 3 + 2 * i as u32,
+                    column: 5,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_file_must_fit_the_run() {
+        let sc = crate::script::parse(
+            "name: a\nsummary: s\nsteps:\n  - call: close()\n",
+            Path::new("a.yaml"),
+            "g",
+        )
+        .unwrap();
+        let ok = listing("linux", &["*::g::a", "ipv6::g::a"]);
+        assert!(ok.check("linux", std::slice::from_ref(&sc)).is_empty());
+        let errors = ok.check("smoltcp", std::slice::from_ref(&sc));
+        assert_eq!(errors.len(), 1);
+        assert_eq!((errors[0].loc.line, errors[0].loc.column), (1, 8));
+        assert!(
+            errors[0].message.contains("deviations of `linux`"),
+            "{}",
+            errors[0]
+        );
+        let unused = listing("linux", &["*::g::a", "ipv4::g::b", "*::h::*"]);
+        let errors = unused.check("linux", std::slice::from_ref(&sc));
+        let shown: Vec<(u32, bool)> = errors
+            .iter()
+            .map(|e| (e.loc.line, e.message.contains("matches no trial")))
+            .collect();
+        assert_eq!(shown, vec![(5, true), (7, true)]);
+        assert!(errors[0].message.contains("`ipv4::g::b`"));
+        // No file, nothing to check.
+        assert!(Expectations::default().check("smoltcp", &[]).is_empty());
+    }
 
     #[test]
     fn globs() {

@@ -89,6 +89,14 @@ fn run(stack: Stack, suites: &Path, expectations: Option<&Path>) -> ! {
         }
     }
     let mut loaded = suite::load(&[suites.to_path_buf()]);
+    let errors = expected.check(stack.short_name(), &loaded.scenarios);
+    if !errors.is_empty() {
+        let shown: Vec<String> = errors.iter().map(|e| format!("error: {e}")).collect();
+        exit_bad(&format!(
+            "{}\nthe expectations do not fit this run",
+            shown.join("\n")
+        ));
+    }
     // HALFCLOSE_FAST=1 leaves out the scenarios tagged `slow` (the 60 s TIME_WAIT expiry).
     if std::env::var_os("HALFCLOSE_FAST").is_some_and(|v| v == "1") {
         loaded.without_slow();

@@ -1,6 +1,6 @@
 //! Finding and loading the scenario files of a suite.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::script::{self, Loc, Scenario, ScriptError};
@@ -14,11 +14,25 @@ pub struct Suite {
 
 /// Loads every `*.yaml` under the given files and directories. A scenario's group is its
 /// directory below the root it was found under (`suites/close/x.yaml` → `close`); a file named
-/// directly takes its parent directory's name.
+/// directly takes its parent directory's name. A path that does not exist, is not a script,
+/// or holds no scenario file is an error: nothing to run is never a success.
 pub fn load(paths: &[PathBuf]) -> Suite {
     let mut suite = Suite::default();
     for root in paths {
-        for (file, group) in files_under(root) {
+        let files = match files_under(root) {
+            Ok(files) => files,
+            Err(e) => {
+                suite.errors.push(e);
+                continue;
+            }
+        };
+        if files.is_empty() {
+            suite.errors.push(whole_file_error(
+                root,
+                "no scenario files (*.yaml, *.yml) in this directory".into(),
+            ));
+        }
+        for (file, group) in files {
             match script::load(&file, &group) {
                 Ok(scs) => suite.scenarios.extend(scs),
                 Err(e) => suite.errors.push(e),
@@ -29,6 +43,16 @@ pub fn load(paths: &[PathBuf]) -> Suite {
     suite
 }
 
+/// An error about a path as a whole, not a place in it.
+fn whole_file_error(path: &Path, message: String) -> ScriptError {
+    ScriptError {
+        file: path.to_path_buf(),
+        loc: Loc::default(),
+        message,
+        source_line: None,
+    }
+}
+
 impl Suite {
     /// Leaves out scenarios tagged `slow` (those that wait out long kernel timers).
     pub fn without_slow(&mut self) {
@@ -37,36 +61,63 @@ impl Suite {
     }
 }
 
-fn files_under(root: &Path) -> Vec<(PathBuf, String)> {
-    if root.is_file() {
+/// How deep below a root scenario files are looked for.
+const MAX_DEPTH: usize = 16;
+
+fn files_under(root: &Path) -> Result<Vec<(PathBuf, String)>, ScriptError> {
+    let meta =
+        std::fs::metadata(root).map_err(|e| whole_file_error(root, format!("cannot read: {e}")))?;
+    if !meta.is_dir() {
+        // A file named directly: `script::load` refuses what is not a script.
         let group = root
             .parent()
             .and_then(|p| p.file_name())
             .map_or_else(|| "misc".to_string(), |n| n.to_string_lossy().into_owned());
-        return vec![(root.to_path_buf(), group)];
+        return Ok(vec![(root.to_path_buf(), group)]);
     }
     let mut out = Vec::new();
-    walk(root, root, &mut out);
+    let mut seen = HashSet::new();
+    walk(root, root, 0, &mut seen, &mut out)?;
     out.sort();
-    out
+    Ok(out)
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<(PathBuf, String)>,
+) -> Result<(), ScriptError> {
+    // A directory reached twice (a symlink loop, or two links to one place) is read once.
+    if !seen.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
+        return Ok(());
+    }
+    if depth > MAX_DEPTH {
+        return Err(whole_file_error(
+            dir,
+            format!(
+                "more than {MAX_DEPTH} directories deep below {}",
+                root.display()
+            ),
+        ));
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| whole_file_error(dir, format!("cannot read: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| whole_file_error(dir, format!("cannot read: {e}")))?;
         let path = entry.path();
         if path.is_dir() {
             // Per-stack expectation files live beside the scenarios but are not scenarios.
             if path.file_name().is_some_and(|n| n == "expectations") {
                 continue;
             }
-            walk(root, &path, out);
+            walk(root, &path, depth + 1, seen, out)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push((path.clone(), group_of(root, &path)));
         }
     }
+    Ok(())
 }
 
 fn group_of(root: &Path, file: &Path) -> String {

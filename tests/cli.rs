@@ -1274,3 +1274,183 @@ fn unprivileged_agent_run_without_tun_says_why() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The binary, killed if it takes longer than `secs` (a read that never ends fails the test
+/// instead of hanging it).
+fn halfclose_within(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_halfclose"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the halfclose binary runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("halfclose {args:?} still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Regression (issue 9): `run emptydir`, `run /dev/null`, `check /dev/zero` and
+/// `coverage /nonexistent` all exited 0. Nothing to run is bad input, said with the path.
+#[test]
+fn nothing_to_run_is_bad_input() {
+    let empty = scratch("empty");
+    std::fs::create_dir_all(empty.join("sub")).unwrap();
+    let empty = empty.to_str().unwrap();
+    for (args, says) in [
+        (vec!["run", empty], "no scenario files"),
+        (vec!["list", empty], "no scenario files"),
+        (vec!["check", empty], "no scenario files"),
+        (
+            vec!["run", "/dev/null"],
+            "/dev/null: not a regular file (a device)",
+        ),
+        (
+            vec!["check", "/dev/zero"],
+            "/dev/zero: not a regular file (a device)",
+        ),
+        (
+            vec!["coverage", "/nonexistent"],
+            "/nonexistent: no such file or directory",
+        ),
+        (vec!["coverage", empty], "no scenario files"),
+    ] {
+        let out = halfclose_within(&args, 20);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}:\n{shown}");
+        assert!(shown.contains(says), "{args:?}: `{says}` missing:\n{shown}");
+    }
+    let _ = std::fs::remove_dir_all(empty);
+}
+
+/// A script is read bounded: a file over 1 MiB, or a FIFO among the scripts, is an error
+/// naming it, not an endless read.
+#[test]
+fn oversized_or_special_script_files_are_refused() {
+    let dir = scratch("special");
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.yaml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(2 << 20).unwrap();
+    let fifo = dir.join("fifo.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = halfclose_within(&["check", dir.to_str().unwrap()], 20);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "{}: 2097152 bytes is more than a script may have (1024 KiB)",
+            big.display()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{}: not a regular file (a FIFO)", fifo.display())),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Regression (issue 9): `stack:` was never checked. A file for another stack, or for one
+/// halfclose does not know, is bad input naming the file, line and column.
+#[test]
+fn expectations_for_another_stack_are_bad_input() {
+    let out = halfclose(&[
+        "list",
+        "suites/close",
+        "--expectations",
+        "fixtures/expectations/wrong-stack.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("fixtures/expectations/wrong-stack.yaml:2:8: unknown stack `bsd`, but the run is against `linux`"),
+        "{shown}"
+    );
+    let out = halfclose(&[
+        "list",
+        "suites/close",
+        "--expectations",
+        "suites/expectations/smoltcp.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("suites/expectations/smoltcp.yaml:8:8: this file lists deviations of `smoltcp`, but the run is against `linux`"),
+        "{shown}"
+    );
+    let Some(agent) = smoltcp_agent() else {
+        return;
+    };
+    let out = halfclose(&[
+        "list",
+        "suites/close",
+        "--agent",
+        agent.to_str().unwrap(),
+        "--expectations",
+        "suites/expectations/linux.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("suites/expectations/linux.yaml:7:8: this file lists deviations of `linux`, but the run is against `smoltcp`"),
+        "{shown}"
+    );
+}
+
+/// Regression (issue 9): an entry that matches no trial was never reported. It is bad input
+/// naming file:line and the entry. Trials left out by --filter or --fast still exist.
+#[test]
+fn expectations_entry_that_matches_no_trial_is_bad_input() {
+    let out = halfclose(&[
+        "list",
+        "suites/close",
+        "--expectations",
+        "fixtures/expectations/unused.yaml",
+    ]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(
+        shown.contains("fixtures/expectations/unused.yaml:7:5: the entry `ipv4::close::active-close-renamed` matches no trial"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("unused.yaml:5:"),
+        "the used entry is fine:\n{shown}"
+    );
+    for args in [
+        vec![
+            "list",
+            "suites/close",
+            "--filter",
+            "active-close",
+            "--expectations",
+            "fixtures/expectations/stale.yaml",
+        ],
+        vec![
+            "list",
+            "suites/timers",
+            "--fast",
+            "--expectations",
+            "fixtures/expectations/slow.yaml",
+        ],
+        // A part of the suite with the suite's own file: its entries name trials beside it.
+        vec![
+            "list",
+            "suites/close",
+            "--expectations",
+            "suites/expectations/linux.yaml",
+        ],
+    ] {
+        let out = halfclose(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}:\n{}", text(&out));
+    }
+}

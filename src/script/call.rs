@@ -102,7 +102,7 @@ pub struct Call {
     pub text: String,
 }
 
-/// A parse error with the 0-based character offset in the call text it refers to.
+/// A parse error with the 0-based character offset (not byte) in the call text it refers to.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CallError {
     pub offset: usize,
@@ -129,47 +129,61 @@ enum Arg {
     Str(Vec<u8>),
 }
 
-/// A small cursor over the call text.
-struct Lexer<'a> {
-    s: &'a str,
+/// A small cursor over the call text, by character: positions are character offsets, so any
+/// text (non-ASCII letters, Unicode spaces) is safe to walk and errors point at a column.
+struct Lexer {
+    chars: Vec<char>,
     pos: usize,
 }
 
-impl<'a> Lexer<'a> {
+impl Lexer {
+    fn new(text: &str) -> Lexer {
+        Lexer {
+            chars: text.chars().collect(),
+            pos: 0,
+        }
+    }
+    fn current(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
     fn skip_ws(&mut self) {
-        while self.s[self.pos..].starts_with(char::is_whitespace) {
+        while self.current().is_some_and(char::is_whitespace) {
             self.pos += 1;
         }
     }
     fn peek(&mut self) -> Option<char> {
         self.skip_ws();
-        self.s[self.pos..].chars().next()
+        self.current()
     }
     fn eat(&mut self, c: char) -> bool {
         if self.peek() == Some(c) {
-            self.pos += c.len_utf8();
+            self.pos += 1;
             true
         } else {
             false
         }
     }
-    fn take_while(&mut self, f: impl Fn(char) -> bool) -> &'a str {
+    fn take_while(&mut self, f: impl Fn(char) -> bool) -> String {
         let start = self.pos;
-        while let Some(c) = self.s[self.pos..].chars().next().filter(|c| f(*c)) {
-            self.pos += c.len_utf8();
+        while self.current().is_some_and(&f) {
+            self.pos += 1;
         }
-        &self.s[start..self.pos]
+        self.chars[start..self.pos].iter().collect()
     }
-    fn ident(&mut self) -> Option<(usize, &'a str)> {
+    fn ident(&mut self) -> Option<(usize, String)> {
         self.skip_ws();
         let at = self.pos;
         let id = self.take_while(|c| c.is_ascii_alphanumeric() || c == '_');
-        (!id.is_empty() && !id.starts_with(|c: char| c.is_ascii_digit())).then_some((at, id))
+        if id.is_empty() || id.starts_with(|c: char| c.is_ascii_digit()) {
+            self.pos = at;
+            return None;
+        }
+        Some((at, id))
     }
     fn int(&mut self) -> Result<Option<i64>, CallError> {
         self.skip_ws();
         let at = self.pos;
-        let neg = self.s[self.pos..].starts_with('-');
+        let neg = self.current() == Some('-');
         if neg {
             self.pos += 1;
         }
@@ -188,35 +202,34 @@ impl<'a> Lexer<'a> {
         let at = self.pos;
         self.pos += 1; // opening quote
         let mut out = Vec::new();
-        let mut chars = self.s[self.pos..].char_indices();
-        while let Some((i, c)) = chars.next() {
+        while let Some(c) = self.current() {
+            self.pos += 1;
             match c {
-                '"' => {
-                    self.pos += i + 1;
-                    return Ok(out);
-                }
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => out.push(b'\n'),
-                    Some((_, 'r')) => out.push(b'\r'),
-                    Some((_, 't')) => out.push(b'\t'),
-                    Some((_, c @ ('\\' | '"'))) => out.push(c as u8),
-                    _ => {
-                        return err(
-                            self.pos + i,
-                            "unknown escape; expected \\n, \\r, \\t, \\\\ or \\\"",
-                        )
+                '"' => return Ok(out),
+                '\\' => {
+                    let escape = self.current();
+                    self.pos += 1;
+                    match escape {
+                        Some('n') => out.push(b'\n'),
+                        Some('r') => out.push(b'\r'),
+                        Some('t') => out.push(b'\t'),
+                        Some(c @ ('\\' | '"')) => out.push(c as u8),
+                        _ => {
+                            return err(
+                                self.pos - 2,
+                                "unknown escape; expected \\n, \\r, \\t, \\\\ or \\\"",
+                            )
+                        }
                     }
-                },
+                }
                 c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
         }
         err(at, "string is not closed; expected a closing \"")
     }
     fn arg(&mut self) -> Result<(usize, Arg), CallError> {
-        let at = {
-            self.skip_ws();
-            self.pos
-        };
+        self.skip_ws();
+        let at = self.pos;
         if self.peek() == Some('"') {
             return Ok((at, Arg::Str(self.string()?)));
         }
@@ -224,7 +237,7 @@ impl<'a> Lexer<'a> {
             return Ok((at, Arg::Int(n)));
         }
         match self.ident() {
-            Some((_, id)) => Ok((at, Arg::Ident(id.to_string()))),
+            Some((_, id)) => Ok((at, Arg::Ident(id))),
             None => err(
                 at,
                 "expected an argument: a number, a \"string\", a descriptor name or a constant",
@@ -235,7 +248,7 @@ impl<'a> Lexer<'a> {
 
 /// Parses `func(args) [= outcome]`.
 pub fn parse_call(text: &str) -> Result<Call, CallError> {
-    let mut lx = Lexer { s: text, pos: 0 };
+    let mut lx = Lexer::new(text);
     let (name_at, name) = lx
         .ident()
         .map_or_else(|| err(0, "expected a call like close() or write(100)"), Ok)?;
@@ -245,9 +258,9 @@ pub fn parse_call(text: &str) -> Result<Call, CallError> {
             return err(lx.pos, "expected `(` after the call name");
         }
     } else {
-        return parse_after_paren(&mut lx, name_at, name, text);
+        return parse_after_paren(&mut lx, name_at, &name, text);
     }
-    finish(&mut lx, name_at, name, Vec::new(), text)
+    finish(&mut lx, name_at, &name, Vec::new(), text)
 }
 
 fn parse_after_paren(
@@ -388,7 +401,7 @@ fn build_func(
 
 /// `SO_LINGER, 1, 0` · `TCP_LINGER2, 1` · `SO_RCVBUF, 4096` · `TCP_NODELAY, 1` …
 pub fn parse_sockopt_text(text: &str) -> Result<SockOpt, CallError> {
-    let mut lx = Lexer { s: text, pos: 0 };
+    let mut lx = Lexer::new(text);
     let mut args = Vec::new();
     loop {
         args.push(lx.arg()?);
@@ -399,7 +412,7 @@ pub fn parse_sockopt_text(text: &str) -> Result<SockOpt, CallError> {
             return err(lx.pos, "expected `,` between the option's values");
         }
     }
-    parse_sockopt(&args, text.len())
+    parse_sockopt(&args, lx.chars.len())
 }
 
 fn parse_sockopt(args: &[(usize, Arg)], end: usize) -> Result<SockOpt, CallError> {
@@ -492,12 +505,12 @@ fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<Outcome, CallError> {
     }
     match lx.ident() {
         Some((_, id)) if id.starts_with('E') && id.chars().all(|c| c.is_ascii_uppercase()) => {
-            errno_by_name(id).map(Outcome::Errno).ok_or(CallError {
+            errno_by_name(&id).map(Outcome::Errno).ok_or(CallError {
                 offset: at,
                 message: format!("unknown errno `{id}`; expected a name like EPIPE or ENOTCONN"),
             })
         }
-        Some((_, id)) if returns_fd => Ok(Outcome::NewFd(id.to_string())),
+        Some((_, id)) if returns_fd => Ok(Outcome::NewFd(id)),
         Some((_, id)) => err(
             at,
             format!("`{id}`: only socket(), accept() and dup() return a descriptor to name"),
@@ -513,7 +526,7 @@ fn parse_errno(lx: &mut Lexer) -> Result<Errno, CallError> {
     lx.skip_ws();
     let at = lx.pos;
     match lx.ident() {
-        Some((_, id)) => errno_by_name(id).ok_or(CallError {
+        Some((_, id)) => errno_by_name(&id).ok_or(CallError {
             offset: at,
             message: format!("unknown errno `{id}`; expected a name like EPIPE or ENOTCONN"),
         }),
@@ -593,6 +606,30 @@ mod tests {
             ok("setsockopt(lsn, SO_LINGER, 1, 0)").func,
             Func::SetSockOpt(SockOpt::Linger { on: true, secs: 0 })
         );
+    }
+
+    /// Regression (issue 9): a Unicode space inside a call made the byte-based lexer slice
+    /// inside a character and panic. Offsets count characters, not bytes.
+    #[test]
+    fn unicode_text_is_walked_by_character() {
+        assert_eq!(
+            ok("shutdown(SHUT_WR) =\u{a0}0").func,
+            Func::Shutdown(How::Wr)
+        );
+        assert_eq!(
+            ok("write(\u{2003}\"h\u{e9}\") = 3").outcome,
+            Outcome::Ret(3)
+        );
+        // `x` is at character offset 17, byte offset 18.
+        let e = parse_call("write(\"h\u{e9}llo\") = x").unwrap_err();
+        assert_eq!(e.offset, 17, "{e:?}");
+        let e = parse_call("clos\u{e9}()").unwrap_err();
+        assert_eq!(e.offset, 4, "{e:?}");
+        let e = parse_call("read(\u{1f600})").unwrap_err();
+        assert_eq!(e.offset, 5, "{e:?}");
+        let e = parse_sockopt_text("SO_LINGER, 1,\u{a0}").unwrap_err();
+        assert_eq!(e.offset, 14, "{e:?}");
+        assert!(parse_call("write(\"\\\u{e9}\")").is_err(), "unknown escape");
     }
 
     #[test]

@@ -57,35 +57,150 @@ impl Combination {
 }
 
 impl Matrix {
-    /// Every combination, the first parameter varying slowest.
-    pub fn combinations(&self) -> Vec<Combination> {
-        let mut out = vec![Combination::default()];
+    /// How many combinations the matrix stands for (1 without a matrix), without making
+    /// them; saturates rather than overflows.
+    pub fn count(&self) -> u128 {
+        self.0
+            .iter()
+            .fold(1u128, |n, p| n.saturating_mul(p.values.len() as u128))
+    }
+
+    /// Every combination, the first parameter varying slowest, made one at a time as the
+    /// caller asks for it (a large matrix is never built whole).
+    pub fn combinations(&self) -> Combinations<'_> {
+        Combinations {
+            matrix: self,
+            next: Some(vec![0; self.0.len()]),
+        }
+    }
+
+    /// Parameter names and values become part of trial names (`name[state=LAST_ACK]`) and of
+    /// capture file names: they must be short words without `/`, `,`, `=` or brackets.
+    pub fn check_names(&self) -> Result<(), String> {
         for p in &self.0 {
-            let mut next = Vec::new();
-            for c in &out {
-                for (value, vars) in &p.values {
-                    let mut c = c.clone();
-                    c.params.push((p.name.clone(), value.clone()));
-                    c.vars.insert(p.name.clone(), value.clone());
-                    c.vars
-                        .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    next.push(c);
+            let name_ok = p.name.len() <= 32
+                && p.name.starts_with(|c: char| c.is_ascii_lowercase())
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !name_ok {
+                return Err(format!(
+                    "matrix parameter `{}` must be a lowercase word (letters, digits, _ and -, at most 32)",
+                    shorten(&p.name)
+                ));
+            }
+            for (value, _) in &p.values {
+                let ok = !value.is_empty()
+                    && value.len() <= 64
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.:+-".contains(c));
+                if !ok {
+                    return Err(format!(
+                        "matrix value `{}` of `{}` names trials: letters, digits and _ . : + - only, at most 64 (put other text in a variable: `name: {{var: text}}`)",
+                        shorten(value),
+                        p.name
+                    ));
                 }
             }
-            out = next;
         }
-        out
+        Ok(())
     }
 
     pub fn param(&self, name: &str) -> Option<&Param> {
         self.0.iter().find(|p| p.name == name)
     }
+
+    fn combination(&self, at: &[usize]) -> Combination {
+        let mut c = Combination::default();
+        for (p, &i) in self.0.iter().zip(at) {
+            let (value, vars) = &p.values[i];
+            c.params.push((p.name.clone(), value.clone()));
+            c.vars.insert(p.name.clone(), value.clone());
+            c.vars
+                .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        c
+    }
 }
 
-/// Replaces `${name}` with the combination's variables. Errors give the byte offset of the
-/// unknown or unclosed reference.
-pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, (usize, String)> {
+/// At most 40 characters of a text, for a message.
+fn shorten(text: &str) -> String {
+    let short: String = text.chars().take(40).collect();
+    if short.len() < text.len() {
+        format!("{short}…")
+    } else {
+        short
+    }
+}
+
+/// The combinations of a matrix, in order, one at a time.
+pub struct Combinations<'a> {
+    matrix: &'a Matrix,
+    /// The value index of each parameter for the next combination; None when done.
+    next: Option<Vec<usize>>,
+}
+
+impl Iterator for Combinations<'_> {
+    type Item = Combination;
+
+    fn next(&mut self) -> Option<Combination> {
+        let at = self.next.take()?;
+        let params = &self.matrix.0;
+        // A parameter without values makes no combination at all.
+        if params.iter().any(|p| p.values.is_empty()) {
+            return None;
+        }
+        let combination = self.matrix.combination(&at);
+        // Odometer: the last parameter turns fastest.
+        let mut following = at;
+        for i in (0..params.len()).rev() {
+            following[i] += 1;
+            if following[i] < params[i].values.len() {
+                self.next = Some(following);
+                break;
+            }
+            following[i] = 0;
+        }
+        Some(combination)
+    }
+}
+
+/// Where substituted values sit in the expanded text, so a position there can be given in
+/// the text as written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expansions(Vec<Expansion>);
+
+/// One `${name}`: its byte range in the written text and its value's in the expanded text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Expansion {
+    written: std::ops::Range<usize>,
+    expanded: std::ops::Range<usize>,
+}
+
+impl Expansions {
+    /// The byte offset in the written text of a byte offset in the expanded text: the same
+    /// place, or the `${` of the reference whose value it falls in.
+    pub fn written_offset(&self, expanded: usize) -> usize {
+        let before = self.0.partition_point(|e| e.expanded.start <= expanded);
+        match before.checked_sub(1).map(|i| &self.0[i]) {
+            None => expanded,
+            Some(e) if expanded < e.expanded.end => e.written.start,
+            Some(e) => e.written.end + (expanded - e.expanded.end),
+        }
+    }
+}
+
+/// Replaces `${name}` with the combination's variables, making at most `limit` bytes of
+/// text. Errors give the byte offset of the unknown or unclosed reference, or of the one
+/// that goes past the limit.
+pub fn substitute(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    limit: usize,
+) -> Result<(String, Expansions), (usize, String)> {
     let mut out = String::with_capacity(text.len());
+    let mut map = Vec::new();
     let mut rest = text;
     let mut offset = 0;
     while let Some(i) = rest.find("${") {
@@ -96,7 +211,22 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String,
         };
         let name = &after[..end];
         match vars.get(name) {
-            Some(v) => out.push_str(v),
+            Some(v) if out.len() + v.len() + (text.len() - offset - i) > limit => {
+                return Err((
+                    offset + i,
+                    format!(
+                        "with the matrix's values in, the text would be more than {} MiB",
+                        limit >> 20
+                    ),
+                ));
+            }
+            Some(v) => {
+                map.push(Expansion {
+                    written: offset + i..offset + i + 2 + end + 1,
+                    expanded: out.len()..out.len() + v.len(),
+                });
+                out.push_str(v);
+            }
             None => {
                 let known: Vec<&str> = vars.keys().map(String::as_str).collect();
                 let hint = if known.is_empty() {
@@ -104,9 +234,10 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String,
                 } else {
                     format!("known: {}", known.join(", "))
                 };
+                let shown = shorten(name);
                 return Err((
                     offset + i,
-                    format!("unknown variable `${{{name}}}` ({hint})"),
+                    format!("unknown variable `${{{shown}}}` ({hint})"),
                 ));
             }
         }
@@ -114,18 +245,23 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String,
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, Expansions(map)))
 }
 
-/// Every `${…}` replaced by a harmless scalar: enough to read the `matrix:` key itself.
+/// Every `${…}` replaced by as many `0`s as it has characters (line breaks kept): enough to
+/// read the `matrix:` key itself, at the same lines and columns as written.
 pub fn blank_variables(text: &str) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
         match rest[i..].find('}') {
             Some(end) => {
-                out.push('0');
+                out.extend(
+                    rest[i..=i + end]
+                        .chars()
+                        .map(|c| if c == '\n' { '\n' } else { '0' }),
+                );
                 rest = &rest[i + end + 1..];
             }
             None => {
@@ -298,24 +434,67 @@ mod tests {
         let m: Matrix =
             serde_saphyr::from_str("state: [A, B]\npos:\n  left: {seq: 0}\n  right: {seq: 9}\n")
                 .unwrap();
-        let all = m.combinations();
+        assert_eq!(m.count(), 4);
+        let all: Vec<Combination> = m.combinations().collect();
         assert_eq!(all.len(), 4);
+        assert_eq!(all[0].suffix(), "[state=A,pos=left]");
+        assert_eq!(all[3].suffix(), "[state=B,pos=right]");
         assert_eq!(all[1].suffix(), "[state=A,pos=right]");
         assert_eq!(all[1].vars["seq"], "9");
         assert_eq!(
-            substitute("seq: ${seq} ${state}", &all[1].vars).unwrap(),
+            substitute("seq: ${seq} ${state}", &all[1].vars, 1000)
+                .unwrap()
+                .0,
             "seq: 9 A"
         );
-        assert!(substitute("${nope}", &all[1].vars)
+        assert!(substitute("${nope}", &all[1].vars, 1000)
             .unwrap_err()
             .1
             .contains("unknown variable"));
     }
 
+    /// A matrix far too large to build whole still yields its first combinations at once.
+    #[test]
+    fn combinations_are_made_lazily() {
+        let text: String = (0..40).map(|i| format!("p{i}: [a, b]\n")).collect();
+        let m: Matrix = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(m.count(), 1 << 40);
+        let first: Vec<Combination> = m.combinations().take(2).collect();
+        assert_eq!(first[1].value("p39"), Some("b"));
+        assert_eq!(first[1].value("p0"), Some("a"));
+        let m: Matrix = serde_saphyr::from_str("x: [1, 2, 3]\n").unwrap();
+        assert_eq!(m.combinations().count(), 3);
+        assert_eq!(
+            Matrix::default().combinations().count(),
+            1,
+            "no matrix: one scenario"
+        );
+    }
+
+    /// Offsets in the expanded text lead back to the text as written.
+    #[test]
+    fn expansions_map_back_to_the_written_text() {
+        let vars = BTreeMap::from([("x".to_string(), "aaaaaaa".to_string())]);
+        let written = "a: ${x} b\nc: ${x}\n";
+        let (expanded, map) = substitute(written, &vars, 1000).unwrap();
+        assert!(substitute(written, &vars, 24)
+            .unwrap_err()
+            .1
+            .contains("more than"));
+        assert_eq!(expanded, "a: aaaaaaa b\nc: aaaaaaa\n");
+        assert_eq!(map.written_offset(0), 0);
+        assert_eq!(map.written_offset(3), 3, "the value's start is the `${{`");
+        assert_eq!(map.written_offset(6), 3, "inside the value: the `${{`");
+        assert_eq!(&written[map.written_offset(11)..], "b\nc: ${x}\n");
+        assert_eq!(&written[map.written_offset(16)..], "${x}\n");
+        assert_eq!(&written[map.written_offset(23)..], "\n");
+        assert_eq!(blank_variables("a: ${x}\nb: ${\u{e9}}"), "a: 0000\nb: 0000");
+    }
+
     #[test]
     fn when_selects_and_rejects_typos() {
         let m: Matrix = serde_saphyr::from_str("rfc1337: [0, 1]\n").unwrap();
-        let c = &m.combinations()[1];
+        let c = &m.combinations().nth(1).unwrap();
         let w: When = serde_saphyr::from_str("rfc1337: 1\n").unwrap();
         assert_eq!(w.check(&m, c), Ok(true));
         let w: When = serde_saphyr::from_str("rfc1337: [0]\n").unwrap();

@@ -5,6 +5,7 @@
 //! The language is documented in `docs/script-format.md`.
 
 pub mod call;
+pub mod limits;
 pub mod matrix;
 mod raw;
 pub mod values;
@@ -62,6 +63,10 @@ pub struct ScriptError {
 
 impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.loc.line == 0 {
+            // About the file as a whole (it cannot be read, it is not a script).
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(
             f,
             "{}:{}:{}: {}",
@@ -285,40 +290,169 @@ impl Scenario {
     }
 }
 
+/// The largest script file halfclose reads: scenarios are a few KB; anything near this is
+/// not a script.
+pub const MAX_SCRIPT_BYTES: u64 = 1 << 20;
+/// The most combinations (trials per family) one matrix may stand for.
+pub const MAX_COMBINATIONS: u128 = 10_000;
+/// The longest scenario name with its matrix values (`name[k=v,…]`): it names the trial's
+/// capture file, and a file name has at most 255 bytes.
+pub const MAX_TRIAL_NAME: usize = 200;
+/// The most text a matrix may expand a file to (combinations × file size): every combination
+/// is parsed on its own.
+pub const MAX_EXPANDED_BYTES: u128 = 64 << 20;
+
 /// Reads and checks one script: one scenario per matrix combination. `default_group` is the
 /// file's directory under the suite root.
 pub fn load(file: &Path, default_group: &str) -> Result<Vec<Scenario>, ScriptError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ScriptError {
-        file: file.to_path_buf(),
-        loc: Loc { line: 0, column: 0 },
-        message: format!("cannot read: {e}"),
-        source_line: None,
-    })?;
+    let text = read_script(file)?;
     parse_all(&text, file, default_group)
 }
 
-/// Every scenario a script's text stands for (one per matrix combination).
+/// A script's text: a regular file of at most [`MAX_SCRIPT_BYTES`] of UTF-8. Anything else (a
+/// directory, a device such as /dev/zero, a FIFO, a huge file) is refused before it is read.
+pub fn read_script(file: &Path) -> Result<String, ScriptError> {
+    let fail = |loc: Loc, message: String| ScriptError {
+        file: file.to_path_buf(),
+        loc,
+        message,
+        source_line: None,
+    };
+    let whole = |message: String| fail(Loc::default(), message);
+    let meta = std::fs::metadata(file).map_err(|e| whole(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(whole(format!(
+            "not a regular file ({}); a script is a .yaml file",
+            file_kind(&meta)
+        )));
+    }
+    let too_big = |n: u64| {
+        whole(format!(
+            "{n} bytes is more than a script may have ({} KiB)",
+            MAX_SCRIPT_BYTES >> 10
+        ))
+    };
+    if meta.len() > MAX_SCRIPT_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_SCRIPT_BYTES + 1).read_to_end(&mut bytes)
+        })
+        .map_err(|e| whole(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_SCRIPT_BYTES {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let before = String::from_utf8_lossy(valid);
+        fail(
+            loc_of_offset(&before, before.len()),
+            "not UTF-8 text: a script is UTF-8".into(),
+        )
+    })
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// The YAML dialect of scripts: YAML 1.2 booleans only (`true`, `false`), so the words
+/// `off`, `on`, `yes` and `no` stay words (`wscale: off`, a matrix value `off`).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o
+}
+
+/// Parses YAML text the way scripts and expectation files are parsed.
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, yaml_options())
+}
+
+/// Every scenario a script's text stands for (one per matrix combination). Combinations are
+/// made and checked one at a time; the first with an error stops the parse.
 pub fn parse_all(
     text: &str,
     file: &Path,
     default_group: &str,
 ) -> Result<Vec<Scenario>, ScriptError> {
-    let matrix = read_matrix(text);
-    let mut out = Vec::new();
-    for combo in matrix.combinations() {
-        let cx = Cx {
-            file,
-            text,
-            matrix: &matrix,
-            combo: &combo,
+    let (matrix, matrix_loc) = read_matrix(text);
+    let none = Combination::default();
+    let written = Cx {
+        file,
+        text,
+        written: text,
+        expansions: None,
+        matrix: &matrix,
+        combo: &none,
+    };
+    let count = matrix.count();
+    if count > MAX_COMBINATIONS {
+        let sizes: Vec<String> = matrix
+            .0
+            .iter()
+            .map(|p| p.values.len().to_string())
+            .collect();
+        let count = if count == u128::MAX {
+            "more than 10^38".to_string()
+        } else {
+            count.to_string()
         };
-        let expanded = matrix::substitute(text, &combo.vars)
-            .map_err(|(at, msg)| cx.error(loc_of_offset(text, at), msg))?;
+        return Err(written.error(
+            matrix_loc,
+            format!(
+                "the matrix stands for {count} combinations ({}); at most {MAX_COMBINATIONS} are allowed: split the file or drop values",
+                sizes.join(" × ")
+            ),
+        ));
+    }
+    matrix
+        .check_names()
+        .map_err(|e| written.error(matrix_loc, e))?;
+    if count.saturating_mul(text.len() as u128) > MAX_EXPANDED_BYTES {
+        return Err(written.error(
+            matrix_loc,
+            format!(
+                "the matrix expands this {} KiB file {count} times, more than the {} MiB of text allowed: split the file or drop values",
+                text.len() >> 10,
+                MAX_EXPANDED_BYTES >> 20
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    // What the combinations may still expand to, all together.
+    let mut budget = MAX_EXPANDED_BYTES as usize;
+    for combo in matrix.combinations() {
+        let in_combo = Cx {
+            combo: &combo,
+            ..written
+        };
+        let (expanded, expansions) = matrix::substitute(text, &combo.vars, budget)
+            .map_err(|(at, msg)| in_combo.error(loc_of_offset(text, at), msg))?;
+        budget = budget.saturating_sub(expanded.len());
         let cx = Cx {
             text: &expanded,
-            ..cx
+            expansions: Some(&expansions),
+            ..in_combo
         };
-        let raw: RawScenario = serde_saphyr::from_str(&expanded).map_err(|e| cx.yaml_error(&e))?;
+        let raw: RawScenario = from_yaml(&expanded).map_err(|e| cx.yaml_error(&e))?;
         out.push(lower(&cx, raw, default_group)?);
     }
     Ok(out)
@@ -326,50 +460,136 @@ pub fn parse_all(
 
 /// The first scenario of a script (the whole script when it has no matrix).
 pub fn parse(text: &str, file: &Path, default_group: &str) -> Result<Scenario, ScriptError> {
-    parse_all(text, file, default_group).map(|mut v| v.remove(0))
+    let mut all = parse_all(text, file, default_group)?;
+    if all.is_empty() {
+        return Err(ScriptError {
+            file: file.to_path_buf(),
+            loc: Loc { line: 1, column: 1 },
+            message: "the script stands for no scenario".into(),
+            source_line: None,
+        });
+    }
+    Ok(all.swap_remove(0))
 }
 
-/// The matrix, read with every `${…}` blanked out; a file that does not parse this way has no
-/// usable matrix, and the full parse reports why.
-fn read_matrix(text: &str) -> Matrix {
+/// The matrix and where it is, read with every `${…}` blanked out; a file that does not parse
+/// this way has no usable matrix, and the full parse reports why.
+fn read_matrix(text: &str) -> (Matrix, Loc) {
     let blank = matrix::blank_variables(text);
-    serde_saphyr::from_str::<MatrixOnly>(&blank)
+    from_yaml::<MatrixOnly>(&blank)
         .ok()
         .and_then(|m| m.matrix)
-        .map(|m| m.value)
+        .map(|m| (m.value.clone(), Loc::of(&m)))
         .unwrap_or_default()
 }
 
+/// The lines of a text as YAML counts them (a line ends at "\r\n", "\r" or "\n"): each
+/// line's byte offset and text.
+fn yaml_lines(text: &str) -> Vec<(usize, &str)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let width = match bytes[i] {
+            b'\n' => 1,
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' => 1,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        out.push((start, &text[start..i]));
+        i += width;
+        start = i;
+    }
+    out.push((start, &text[start..]));
+    out
+}
+
+/// The text of a line (1-based), as YAML counts lines.
+fn line_text(text: &str, line: u32) -> Option<&str> {
+    let i = (line as usize).checked_sub(1)?;
+    yaml_lines(text).get(i).map(|(_, l)| *l)
+}
+
+/// The line and column (1-based, in characters) of a byte offset.
 fn loc_of_offset(text: &str, at: usize) -> Loc {
-    let before = &text[..at.min(text.len())];
-    let line = before.matches('\n').count() as u32 + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u32 + 1;
-    Loc { line, column }
+    let lines = yaml_lines(text);
+    let i = lines.partition_point(|(start, _)| *start <= at).max(1) - 1;
+    let (start, line) = lines[i];
+    let mut end = at.clamp(start, start + line.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Loc {
+        line: i as u32 + 1,
+        column: text[start..end].chars().count() as u32 + 1,
+    }
+}
+
+/// The byte offset of a line and column (1-based, in characters), and how many columns lie
+/// beyond the end of that line (a position just past the last character).
+fn offset_of_loc(text: &str, loc: Loc) -> Option<(usize, u32)> {
+    let lines = yaml_lines(text);
+    let (start, line) = *lines.get((loc.line as usize).checked_sub(1)?)?;
+    let before = loc.column.saturating_sub(1) as usize;
+    match line.char_indices().nth(before) {
+        Some((i, _)) => Some((start + i, 0)),
+        None => {
+            let past = before - line.chars().count();
+            Some((start + line.len(), past as u32))
+        }
+    }
 }
 
 /// Error construction with access to the source text.
+#[derive(Clone, Copy)]
 struct Cx<'a> {
     file: &'a Path,
+    /// The text being parsed: the file as written, or with a combination's values in.
     text: &'a str,
+    /// The file as written; errors point into it.
+    written: &'a str,
+    /// Where `text` differs from `written`.
+    expansions: Option<&'a matrix::Expansions>,
     matrix: &'a Matrix,
     combo: &'a Combination,
 }
 
 impl Cx<'_> {
+    /// An error at a place in `text`, reported at the same place in the file as written and
+    /// naming the matrix combination it arose in.
     fn error(&self, loc: Loc, message: impl Into<String>) -> ScriptError {
-        let source_line = (loc.line > 0)
-            .then(|| {
-                self.text
-                    .lines()
-                    .nth(loc.line as usize - 1)
-                    .map(str::to_string)
-            })
-            .flatten();
+        let loc = self.written_loc(loc);
+        let source_line = line_text(self.written, loc.line).map(str::to_string);
+        let mut message = message.into();
+        if !self.combo.params.is_empty() {
+            message = format!("{message} (matrix combination {})", self.combo.suffix());
+        }
         ScriptError {
             file: self.file.to_path_buf(),
             loc,
-            message: message.into(),
+            message,
             source_line,
+        }
+    }
+
+    /// A place in `text` as a place in the file as written.
+    fn written_loc(&self, loc: Loc) -> Loc {
+        let Some(expansions) = self.expansions else {
+            return loc;
+        };
+        if loc.line == 0 {
+            return loc;
+        }
+        let Some((offset, past)) = offset_of_loc(self.text, loc) else {
+            return loc;
+        };
+        let at = loc_of_offset(self.written, expansions.written_offset(offset));
+        Loc {
+            line: at.line,
+            column: at.column + past,
         }
     }
 
@@ -381,7 +601,11 @@ impl Cx<'_> {
         let loc = e.location().map(Loc::from_location).unwrap_or_default();
         let message = e.without_snippet().to_string();
         // The library prefixes its own location; ours is in front already.
-        let message = strip_location_suffix(&message);
+        let mut message = strip_location_suffix(&message);
+        if message.starts_with("invalid boolean") {
+            // YAML 1.1's yes/no/on/off are words in scripts (`wscale: off`).
+            message = "expected true or false".into();
+        }
         self.error(loc, message)
     }
 }
@@ -401,6 +625,16 @@ fn strip_location_suffix(m: &str) -> String {
 
 fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, ScriptError> {
     let name = check_name(cx, &raw.name, "name")? + &cx.combo.suffix();
+    if name.len() > MAX_TRIAL_NAME {
+        return Err(cx.at(
+            &raw.name,
+            format!(
+                "the trial name `{}…` is {} characters, more than the {MAX_TRIAL_NAME} a capture's file name may have: shorten the name or the matrix values",
+                name.chars().take(40).collect::<String>(),
+                name.len()
+            ),
+        ));
+    }
     let group = match &raw.group {
         Some(g) => check_name(cx, g, "group")?,
         None => default_group.to_string(),
@@ -418,7 +652,7 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
             .unwrap_or(&[]),
     )?;
     if setup.open == Open::None && !sockopts.is_empty() {
-        let at = setup_raw.map(|s| Loc::of(s)).unwrap_or_default();
+        let at = setup_raw.map(Loc::of).unwrap_or_default();
         return Err(cx.error(at, "`sockopts` needs `open: passive` or `open: active`; with `open: none` call setsockopt() in the steps"));
     }
     let mut steps = open_steps(&setup, &sockopts, open_loc);
@@ -431,6 +665,7 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
         }
     }
     check_flow(cx, &steps, &setup.connections)?;
+    check_fits_link(cx, &steps, &setup, &families)?;
     Ok(Scenario {
         file: cx.file.to_path_buf(),
         name,
@@ -448,13 +683,17 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
 fn check_name(cx: &Cx, s: &Spanned<String>, what: &str) -> Result<String, ScriptError> {
     let v = &s.value;
     let ok = !v.is_empty()
+        && v.len() <= 100
         && v.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !v.starts_with('-');
     if !ok {
         return Err(cx.at(
             s,
-            format!("{what} `{v}` must be lowercase letters, digits and dashes, like active-close"),
+            format!(
+                "{what} `{}` must be lowercase letters, digits and dashes (at most 100), like active-close",
+                v.chars().take(100).collect::<String>()
+            ),
         ));
     }
     Ok(v.clone())
@@ -498,8 +737,18 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
     for (key, value) in &raw.sysctls {
         sysctls.push((check_sysctl(cx, key, value)?, sysctl_text(&value.value)));
     }
-    let sut_port = raw.sut_port.unwrap_or(8080);
-    let peer_port = raw.peer_port.unwrap_or(40000);
+    let sut_port = port(cx, raw.sut_port.as_ref(), 8080)?;
+    let peer_port = port(cx, raw.peer_port.as_ref(), 40000)?;
+    let call_timeout = match &raw.call_timeout {
+        Some(t) if t.value.0 < Duration::from_millis(1) => {
+            return Err(cx.at(
+                t,
+                "`call_timeout` must be at least 1ms: it is how long a call may take to return (default 2s)",
+            ))
+        }
+        Some(t) => t.value.0,
+        None => DEFAULT_CALL_TIMEOUT,
+    };
     let p = raw.peer.as_ref();
     let d = PeerConfig::default();
     let peer = PeerConfig {
@@ -519,7 +768,7 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
         peer_port,
         connections: lower_connections(cx, raw, sut_port, peer_port, peer_isn)?,
         final_quiet: raw.final_quiet.map_or(DEFAULT_FINAL_QUIET, |d| d.0),
-        call_timeout: raw.call_timeout.map_or(DEFAULT_CALL_TIMEOUT, |d| d.0),
+        call_timeout,
     })
 }
 
@@ -538,25 +787,38 @@ fn lower_connections(
         peer_port,
         isn,
     }];
-    for (i, (name, c)) in raw.connections.iter().enumerate() {
+    for (i, (name, spanned)) in raw.connections.iter().enumerate() {
         if name == DEFAULT_CONN
+            || name.is_empty()
             || !name
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
-            let at = raw.open.as_ref().map(Loc::of).unwrap_or_default();
-            return Err(cx.error(at, format!("connection name `{name}` must be lowercase letters, digits or _, and not `conn`")));
+            return Err(cx.at(spanned, format!("connection name `{name}` must be lowercase letters, digits or _, and not `conn`")));
         }
+        let c = &spanned.value;
         out.push(ConnDef {
             name: name.clone(),
-            sut_port: c.sut_port.unwrap_or(sut_port),
-            peer_port: c.peer_port,
+            sut_port: port(cx, c.sut_port.as_ref(), sut_port)?,
+            peer_port: port(cx, Some(&c.peer_port), 0)?,
             isn: c
                 .isn
                 .unwrap_or(isn.wrapping_add(1_000_000 * (i as u32 + 1))),
         });
     }
     Ok(out)
+}
+
+/// A port a script gives (or the default): 1 to 65535.
+fn port(cx: &Cx, given: Option<&Spanned<u16>>, default: u16) -> Result<u16, ScriptError> {
+    match given {
+        Some(p) if p.value == 0 => Err(cx.at(
+            p,
+            "port 0 is no port (binding it picks a random one); expected 1 to 65535",
+        )),
+        Some(p) => Ok(p.value),
+        None => Ok(default),
+    }
 }
 
 fn sysctl_text(v: &SysctlValue) -> String {
@@ -570,6 +832,14 @@ fn check_sysctl(cx: &Cx, key: &str, value: &Spanned<SysctlValue>) -> Result<Stri
     if !key.starts_with("net.") {
         return Err(cx.at(value, format!("sysctl `{key}` is not per network namespace; expected a net.* key like net.ipv4.tcp_fin_timeout")));
     }
+    if let Some(why) = limits::not_settable(key) {
+        return Err(cx.at(value, why));
+    }
+    if let SysctlValue::Text(t) = &value.value {
+        if let Some(why) = limits::bad_sysctl_value(t) {
+            return Err(cx.at(value, format!("sysctl `{key}`: {why}")));
+        }
+    }
     if !crate::topology::sysctl_exists(key) {
         return Err(cx.at(
             value,
@@ -577,6 +847,17 @@ fn check_sysctl(cx: &Cx, key: &str, value: &Spanned<SysctlValue>) -> Result<Stri
                 "unknown sysctl `{key}` (no /proc/sys/{} on this kernel)",
                 key.replace('.', "/")
             ),
+        ));
+    }
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    let writable = std::fs::metadata(&path).map_or(true, |m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o222 != 0
+    });
+    if !writable {
+        return Err(cx.at(
+            value,
+            format!("sysctl `{key}` is read-only: the kernel reports it, nothing sets it"),
         ));
     }
     Ok(key.to_string())
@@ -595,24 +876,24 @@ fn lower_sockopts(cx: &Cx, raw: &[Spanned<String>]) -> Result<Vec<SockOpt>, Scri
         .collect()
 }
 
-/// The location of a character inside a scalar: exact for plain and quoted one-line scalars
-/// (the kinds scripts use for calls), the scalar's start otherwise.
-fn inner_loc<T>(cx: &Cx, s: &Spanned<T>, offset: usize) -> Loc {
+/// The location of a character inside a scalar: exact when the scalar is written on one line
+/// as it reads (plain, or quoted without escapes: the kinds scripts use for calls), the
+/// scalar's start otherwise (a folded or escaped scalar's characters are not its columns).
+fn inner_loc(cx: &Cx, s: &Spanned<String>, offset: usize) -> Loc {
     let base = Loc::of(s);
-    let line = cx
-        .text
-        .lines()
-        .nth(base.line.saturating_sub(1) as usize)
-        .unwrap_or("");
-    let start = base.column.saturating_sub(1) as usize;
-    let quoted = line
+    let line = line_text(cx.text, base.line).unwrap_or("");
+    let rest: String = line
         .chars()
-        .nth(start)
-        .is_some_and(|c| c == '"' || c == '\'');
-    let col = base.column + offset as u32 + u32::from(quoted);
+        .skip(base.column.saturating_sub(1) as usize)
+        .collect();
+    let quoted = rest.starts_with(['"', '\'']);
+    let body = if quoted { &rest[1..] } else { &rest[..] };
+    if !body.starts_with(s.value.as_str()) {
+        return base;
+    }
     Loc {
         line: base.line,
-        column: col,
+        column: base.column + offset as u32 + u32::from(quoted),
     }
 }
 
@@ -877,9 +1158,12 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
         if t.value.bytes == 0 || t.value.bytes > 16 << 20 {
             return Err(cx.at(t, "`bytes` must be 1 to 16 MiB"));
         }
+        if let Some(seg) = t.value.segment.as_ref().filter(|s| s.value == 0) {
+            return Err(cx.at(seg, "`segment` is the bytes per segment: at least 1"));
+        }
         return Ok(Action::Transfer {
             bytes: t.value.bytes as usize,
-            segment: t.value.segment,
+            segment: t.value.segment.as_ref().map(|s| s.value),
             conn,
         });
     }
@@ -1018,10 +1302,72 @@ fn lower_options(
     raw: &Option<Vec<Spanned<String>>>,
 ) -> Result<Option<Vec<OptSpec>>, ScriptError> {
     let Some(list) = raw else { return Ok(None) };
-    list.iter()
-        .map(|o| values::parse_option(&o.value).map_err(|e| cx.at(o, e)))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    let mut out = Vec::new();
+    for o in list {
+        out.push(values::parse_option(&o.value).map_err(|e| cx.at(o, e))?);
+        let len = opt_specs_len(&out);
+        if len > limits::TCP_MAX_OPTIONS {
+            return Err(cx.at(
+                o,
+                format!(
+                    "the options take {len} bytes up to here, more than the {} a TCP header has room for",
+                    limits::TCP_MAX_OPTIONS
+                ),
+            ));
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The bytes a list of options takes in the TCP header (a `ts` the peer fills in is one
+/// timestamp option).
+fn opt_specs_len(list: &[OptSpec]) -> usize {
+    let options: Vec<crate::wire::TcpOption> = list
+        .iter()
+        .map(|o| match o {
+            OptSpec::Exact(o) => o.clone(),
+            OptSpec::AnyTimestamp => crate::wire::TcpOption::Timestamps { val: 0, ecr: 0 },
+        })
+        .collect();
+    limits::options_len(&options)
+}
+
+/// Every segment the peer sends must fit the link in each family the scenario runs over;
+/// `halfclose run` could not send it otherwise.
+fn check_fits_link(
+    cx: &Cx,
+    steps: &[Step],
+    setup: &Setup,
+    families: &[Family],
+) -> Result<(), ScriptError> {
+    for s in steps.iter().filter(|s| !s.implicit) {
+        let (payload, listed, syn, what) = match &s.action {
+            Action::Send(x) => (
+                x.payload.len(),
+                x.options.as_deref().map(opt_specs_len),
+                x.flags.contains(TcpFlags::SYN),
+                "this segment's data",
+            ),
+            Action::Transfer {
+                segment: Some(n), ..
+            } => (*n as usize, None, false, "`segment`"),
+            _ => continue,
+        };
+        let options = limits::sent_options_len(listed, syn, setup.peer.timestamps);
+        for &family in families {
+            let max = limits::max_payload(family, options);
+            if payload > max {
+                return Err(cx.error(
+                    s.loc,
+                    format!(
+                        "{what} ({payload} bytes) does not fit one segment on the {}-byte link over {family}: at most {max} bytes with {options} bytes of TCP options; split it into several segments, or use `transfer`",
+                        limits::LINK_MTU
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
@@ -1035,7 +1381,7 @@ fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
             ))
         }
         (Some(l), None) => call::filler(l.value as usize),
-        (None, Some(d)) => d.as_bytes().to_vec(),
+        (None, Some(d)) => d.value.as_bytes().to_vec(),
         (None, None) => Vec::new(),
     };
     if !r.flags.value.1.is_empty() {
@@ -1205,5 +1551,7 @@ fn check_fds(cx: &Cx, s: &Step, c: &Call, fds: &mut HashSet<String>) -> Result<(
     Ok(())
 }
 
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;

@@ -52,15 +52,15 @@ pub struct RawSetup {
     #[serde(default)]
     pub peer: Option<RawPeer>,
     #[serde(default)]
-    pub sut_port: Option<u16>,
+    pub sut_port: Option<Spanned<u16>>,
     #[serde(default)]
-    pub peer_port: Option<u16>,
+    pub peer_port: Option<Spanned<u16>>,
     #[serde(default)]
-    pub connections: BTreeMap<String, RawConnection>,
+    pub connections: BTreeMap<String, Spanned<RawConnection>>,
     #[serde(default)]
     pub final_quiet: Option<Dur>,
     #[serde(default)]
-    pub call_timeout: Option<Dur>,
+    pub call_timeout: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -119,7 +119,7 @@ pub struct RawSend {
     pub ack: Option<SeqSpec>,
     pub win: Option<u16>,
     pub len: Option<Spanned<u32>>,
-    pub data: Option<String>,
+    pub data: Option<Spanned<String>>,
     pub options: Option<Vec<Spanned<String>>>,
     pub delay: Option<Dur>,
     /// `delay` counts from this named step instead of the previous event.
@@ -149,8 +149,8 @@ pub struct RawExpect {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct RawConnection {
-    pub peer_port: u16,
-    pub sut_port: Option<u16>,
+    pub peer_port: Spanned<u16>,
+    pub sut_port: Option<Spanned<u16>>,
     pub isn: Option<u32>,
 }
 
@@ -222,7 +222,7 @@ pub struct RawLeave {
 #[serde(deny_unknown_fields)]
 pub struct RawTransfer {
     pub bytes: u32,
-    pub segment: Option<u16>,
+    pub segment: Option<Spanned<u16>>,
     pub conn: Option<String>,
 }
 

@@ -115,16 +115,7 @@ impl<'de> Deserialize<'de> for FlagsSpec {
                         "bad flags `{v}`: {e}; for example F. is FIN|ACK, and P? means PSH or not"
                     ))
                 };
-                let optional: String = v
-                    .char_indices()
-                    .filter(|(i, _)| v[i + 1..].starts_with('?'))
-                    .map(|(_, c)| c)
-                    .collect();
-                let required: String = v
-                    .char_indices()
-                    .filter(|(i, c)| *c != '?' && !v[i + 1..].starts_with('?'))
-                    .map(|(_, c)| c)
-                    .collect();
+                let (required, optional) = split_optional_flags(v).map_err(bad)?;
                 let maybe = if optional.is_empty() {
                     TcpFlags::default()
                 } else {
@@ -139,11 +130,39 @@ impl<'de> Deserialize<'de> for FlagsSpec {
                         .parse::<TcpFlags>()
                         .map_err(|e| bad(e.to_string()))?
                 };
+                if (must & maybe) != TcpFlags::NONE {
+                    return Err(bad(format!(
+                        "{} is both required and optional",
+                        must & maybe
+                    )));
+                }
                 Ok(FlagsSpec(must, maybe))
             }
         }
         d.deserialize_any(V)
     }
+}
+
+/// Splits flags text into the letters that must be set and those followed by `?` (may be
+/// set). Works on characters, so any text is safe to split; the letters are checked by the
+/// caller. A `?` that follows no letter is an error.
+fn split_optional_flags(v: &str) -> Result<(String, String), String> {
+    let (mut required, mut optional) = (String::new(), String::new());
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '?' {
+            return Err("`?` follows a flag letter, like P?".into());
+        }
+        if chars.next_if_eq(&'?').is_some() {
+            optional.push(c);
+        } else {
+            required.push(c);
+        }
+    }
+    if required.is_empty() && optional.is_empty() {
+        return Err("no flags given (write `none` for a segment without flags)".into());
+    }
+    Ok((required, optional))
 }
 
 /// A sequence or acknowledgment number: relative to the sender's ISN (an integer, may be
@@ -323,6 +342,32 @@ mod tests {
         assert!(parse_option("bogus")
             .unwrap_err()
             .contains("unknown option"));
+    }
+
+    fn flags(text: &str) -> Result<FlagsSpec, String> {
+        let yaml = format!("{}\n", serde_json::to_string(text).unwrap());
+        serde_saphyr::from_str::<FlagsSpec>(&yaml).map_err(|e| e.to_string())
+    }
+
+    /// Regression (issue 9): a non-ASCII character in `flags` made the `?` look-ahead slice
+    /// inside the character and panic.
+    #[test]
+    fn flags_with_any_text_are_checked_not_sliced() {
+        for bad in ["F\u{2014}", "\u{2014}?", "\u{e9}.", "F?\u{1f600}"] {
+            let e = flags(bad).unwrap_err();
+            assert!(e.contains("bad flags"), "{bad}: {e}");
+        }
+        assert_eq!(
+            flags(".P?").unwrap(),
+            FlagsSpec(TcpFlags::ACK, TcpFlags::PSH)
+        );
+        assert_eq!(
+            flags("F.").unwrap(),
+            FlagsSpec(TcpFlags::FIN | TcpFlags::ACK, TcpFlags::NONE)
+        );
+        for bad in ["?", "P??", "", "PP?"] {
+            assert!(flags(bad).unwrap_err().contains("bad flags"), "{bad:?}");
+        }
     }
 
     #[test]
