@@ -25,10 +25,13 @@ const STEAL_EVERY: Duration = Duration::from_millis(10);
 /// /proc/stat counts in USER_HZ ticks.
 const USER_HZ_TICK: Duration = Duration::from_millis(10);
 
+/// Timed samples, oldest first.
+type Samples<T> = Mutex<VecDeque<(SystemTime, T)>>;
+
 /// Wake-ups that came late: when the thread woke, and how late.
-static STALLS: OnceLock<Mutex<VecDeque<(SystemTime, Duration)>>> = OnceLock::new();
+static STALLS: OnceLock<Samples<Duration>> = OnceLock::new();
 /// Steal samples: when read, and each CPU's steal so far (USER_HZ ticks).
-static STEAL: OnceLock<Mutex<VecDeque<(SystemTime, Vec<u64>)>>> = OnceLock::new();
+static STEAL: OnceLock<Samples<Vec<u64>>> = OnceLock::new();
 
 /// Starts the monitor threads once per process.
 pub fn start() {
@@ -80,7 +83,7 @@ fn record(at: SystemTime, late: Duration) {
 }
 
 /// Appends a timed sample and forgets those older than [`KEEP`].
-fn keep_recent<T>(q: &Mutex<VecDeque<(SystemTime, T)>>, at: SystemTime, item: T) {
+fn keep_recent<T>(q: &Samples<T>, at: SystemTime, item: T) {
     let mut s = q.lock().unwrap_or_else(|e| e.into_inner());
     s.push_back((at, item));
     while s
