@@ -5,6 +5,11 @@
 //!   CPUs, as the kernel accounts it in /proc/stat. Stolen time delays the SUT's timers and
 //!   softirqs as much as the harness's, so it is the one *allowance* a window may take: the
 //!   steal measured while the window ran, printed with the verdict.
+//! - **Softirq-thread waits** (`softirq_wait`): on a busy machine the kernel hands pending
+//!   softirqs, timer expiries among them, to the per-CPU `ksoftirqd` thread, which then waits
+//!   for its CPU like any task. Its run delay (schedstat) says how long: the SUT's own timer
+//!   lateness, measured where it happens. It can only make a window's late edge *may*-late:
+//!   a verdict it alone could change is inconclusive, never a pass.
 //! - **Harness stalls** (`harness_stall`): one thread per CPU (pinned, at real-time priority
 //!   where allowed) sleeps 1 ms at a time and records how late it wakes. A late wake-up means
 //!   the harness's own threads could not run (the process was stopped, or starved). That
@@ -32,6 +37,8 @@ type Samples<T> = Mutex<VecDeque<(SystemTime, T)>>;
 static STALLS: OnceLock<Samples<Duration>> = OnceLock::new();
 /// Steal samples: when read, and each CPU's steal so far (USER_HZ ticks).
 static STEAL: OnceLock<Samples<Vec<u64>>> = OnceLock::new();
+/// Softirq-thread samples: when read, and each CPU's ksoftirqd run delay so far (ns).
+static SOFTIRQ: OnceLock<Samples<Vec<u64>>> = OnceLock::new();
 
 /// Starts the monitor threads once per process.
 pub fn start() {
@@ -46,6 +53,7 @@ pub fn start() {
         }
         Mutex::new(VecDeque::new())
     });
+    SOFTIRQ.get_or_init(|| Mutex::new(VecDeque::new()));
     STEAL.get_or_init(|| {
         let _ = std::thread::Builder::new()
             .name("halfclose-steal".into())
@@ -109,12 +117,51 @@ pub fn harness_stall(from: SystemTime, to: SystemTime) -> Duration {
 }
 
 fn sample_steal() {
+    let ksoftirqd = ksoftirqd_pids();
     loop {
+        let now = SystemTime::now();
         if let Some(ticks) = read_steal() {
-            push_steal(SystemTime::now(), ticks);
+            push_steal(now, ticks);
+        }
+        if let Some(q) = SOFTIRQ.get().filter(|_| !ksoftirqd.is_empty()) {
+            keep_recent(q, now, ksoftirqd.iter().map(|p| run_delay(*p)).collect());
         }
         std::thread::sleep(STEAL_EVERY);
     }
+}
+
+/// The per-CPU softirq threads, `ksoftirqd/N`.
+fn ksoftirqd_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("ksoftirqd/"))
+        })
+        .collect()
+}
+
+/// How long a task has waited to run, in total (ns): the second field of its schedstat.
+fn run_delay(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// At most how long a softirq thread waited for its CPU around `[from, to]`: the most any
+/// `ksoftirqd/N`'s run delay grew between the last sample before `from` and the first after
+/// `to`. Softirqs the kernel defers to that thread (timer expiries among them, once the
+/// machine is busy) are that late; the SUT's timers with them. Zero where the threads or
+/// their schedstat cannot be read.
+pub fn softirq_wait(from: SystemTime, to: SystemTime) -> Duration {
+    let Some(q) = SOFTIRQ.get() else {
+        return Duration::ZERO;
+    };
+    let s = q.lock().unwrap_or_else(|e| e.into_inner());
+    Duration::from_nanos(most_growth(&s, from, to))
 }
 
 fn push_steal(at: SystemTime, ticks: Vec<u64>) {
@@ -170,19 +217,22 @@ fn steal_between(
     from: SystemTime,
     to: SystemTime,
 ) -> Duration {
+    USER_HZ_TICK * most_growth(s, from, to) as u32
+}
+
+/// The most any one counter grew between the last sample before `from` and the first after
+/// `to` (or the latest).
+fn most_growth(s: &VecDeque<(SystemTime, Vec<u64>)>, from: SystemTime, to: SystemTime) -> u64 {
     let before = s.iter().rev().find(|(t, _)| *t <= from);
     let after = s.iter().find(|(t, _)| *t >= to).or(s.back());
     match (before, after) {
-        (Some((_, a)), Some((_, b))) => {
-            let most = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| y.saturating_sub(*x))
-                .max()
-                .unwrap_or(0);
-            USER_HZ_TICK * most as u32
-        }
-        _ => Duration::ZERO,
+        (Some((_, a)), Some((_, b))) => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| y.saturating_sub(*x))
+            .max()
+            .unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -216,6 +266,15 @@ mod tests {
         // One tick more: anything from a hair to just under two ticks was stolen.
         assert_eq!(tick_bounds(1), (ms(0), ms(20)));
         assert_eq!(tick_bounds(3), (ms(20), ms(40)));
+    }
+
+    #[test]
+    fn every_cpu_has_a_softirq_thread_whose_wait_is_read() {
+        let pids = ksoftirqd_pids();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(pids.len(), cpus, "{pids:?}");
+        // Each has waited for its CPU at some point since boot.
+        assert!(pids.iter().any(|p| run_delay(*p) > 0));
     }
 
     #[test]
