@@ -1,6 +1,8 @@
 //! Steps of the SUT application: `call` and `await`, with every read checked against what
 //! the peer sent.
 
+use std::time::SystemTime;
+
 use super::{deadline_of, matching, offset_text, Failure, Run, WAIT_BEYOND};
 use crate::script::values::show_duration;
 use crate::script::{Call, Func, Step, Window, DEFAULT_CONN};
@@ -32,12 +34,16 @@ impl Run<'_> {
                 )
             })?;
         let Some(done) = done else {
+            // Its thread held up past the timeout would look the same as a call that blocks.
+            let due = self.clock;
+            self.check_stall(step, "the call", due, SystemTime::now());
             return Err(self.mismatch(step, format!("call {}", call.text), sut::show_outcome(&call.outcome), format!("still blocked after {}; a call that blocks needs `background: true` and an `await` step", show_duration(timeout))));
         };
-        self.check_call(step, call, &done)?;
+        // Lateness first: a call made late may rightly return something else.
         let due = self.clock;
         self.check_late(step, "the call", due, done.started);
         self.check_stall(step, "the call", done.started, done.ended);
+        self.check_call(step, call, &done)?;
         self.mark(
             step,
             done.started,
@@ -124,6 +130,13 @@ impl Run<'_> {
             .sut
             .collect(name, &call, deadline_of(from + w.within + WAIT_BEYOND))
         else {
+            // A call thread held up meanwhile may have returned in time all the same.
+            self.check_stall(
+                step,
+                &format!("the return of `{}`", call.text),
+                from,
+                SystemTime::now(),
+            );
             let want = format!(
                 "`{}` returns {} {}",
                 call.text,
@@ -140,7 +153,6 @@ impl Run<'_> {
                 ),
             ));
         };
-        self.check_call(step, &call, &done)?;
         // Its start and return are the harness's own measurements: held-up threads make
         // them late (the start is what windows after the call count from).
         let slack = self.profile.harness_slack();
@@ -156,6 +168,7 @@ impl Run<'_> {
             done.ended - slack,
             done.ended,
         );
+        self.check_call(step, &call, &done)?;
         if let Err(why) = self.judge_time(step, w, done.ended, from) {
             return Err(self.mismatch(
                 step,
