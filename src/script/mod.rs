@@ -1116,7 +1116,8 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
         if let Some(at) = a.value.find(['=', '(']) {
             let name = a.value[..at].trim();
             let (loc, message) = match a.value.as_bytes()[at] {
-                b'=' => (inner_loc(cx, a, at), format!("`await` takes only the background call's name: the expected result goes on that call's own line (`call: …() {}`), and `await: {name}` checks it", a.value[at..].trim())),
+                // inner_loc counts characters, as the call lexer does.
+                b'=' => (inner_loc(cx, a, a.value[..at].chars().count()), format!("`await` takes only the background call's name: the expected result goes on that call's own line (`call: …() {}`), and `await: {name}` checks it", a.value[at..].trim())),
                 _ => (Loc::of(a), "`await` takes the background call's `name:`, not the call itself".to_string()),
             };
             return Err(cx.error(loc, message));

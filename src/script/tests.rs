@@ -432,3 +432,11 @@ fn positions_inside_folded_or_escaped_calls_fall_back_to_the_scalar() {
     .unwrap_err();
     assert_eq!((err.loc.line, err.loc.column), (4, 14), "{err}");
 }
+
+#[test]
+fn a_result_on_an_await_line_is_pointed_at_in_characters() {
+    // Found by the property tests: the `=` was placed by its byte offset.
+    let text = "name: a\nsummary: s\nsteps:\n  - call: close()\n    background: true\n    name: c\n  - await: —+éU=\n";
+    let e = parse_text(text).unwrap_err();
+    assert_eq!((e.loc.line, e.loc.column), (7, 16), "{e}");
+}
