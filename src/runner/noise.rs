@@ -223,8 +223,11 @@ fn steal_between(
 /// The most any one counter grew between the last sample before `from` and the first after
 /// `to` (or the latest).
 fn most_growth(s: &VecDeque<(SystemTime, Vec<u64>)>, from: SystemTime, to: SystemTime) -> u64 {
-    let before = s.iter().rev().find(|(t, _)| *t <= from);
-    let after = s.iter().find(|(t, _)| *t >= to).or(s.back());
+    // Samples are in time order (one thread takes them): a binary search, not a walk over
+    // up to 18,000 of them on every window a step judges.
+    let first_after_from = s.partition_point(|(t, _)| *t <= from);
+    let before = first_after_from.checked_sub(1).and_then(|i| s.get(i));
+    let after = s.get(s.partition_point(|(t, _)| *t < to)).or(s.back());
     match (before, after) {
         (Some((_, a)), Some((_, b))) => a
             .iter()
