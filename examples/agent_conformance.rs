@@ -1,6 +1,6 @@
 //! What a stack author's `tests/conformance.rs` looks like (with `harness = false` in their
-//! Cargo.toml): the whole halfclose suite against their stack, through its agent, as
-//! libtest-mimic trials.
+//! Cargo.toml): the whole halfclose suite (and any scenario directories of their own, listed
+//! beside it) against their stack, through its agent, as libtest-mimic trials.
 //!
 //! Here the agent is this repository's smoltcp agent:
 //!
@@ -13,8 +13,11 @@
 fn main() {
     let agent = std::env::var("HALFCLOSE_AGENT")
         .unwrap_or_else(|_| "target/release/halfclose-smoltcp-agent".to_string());
-    halfclose::harness::agent_main(
+    use halfclose::harness;
+    harness::agent_main(
         &[agent.as_str()],
-        Some(std::path::Path::new("suites/expectations/smoltcp.yaml")),
+        // A stack's own crate would add its directory: `"tests/scenarios".into()`.
+        &[harness::suites_dir()],
+        harness::suite_expectations("smoltcp").as_deref(),
     );
 }

@@ -91,6 +91,17 @@ impl Agent {
         self.keeper.clone()
     }
 
+    /// The agent's pid in halfclose's pid namespace (the keeper's only child), once forked.
+    pub fn agent_pid(&self) -> Option<u32> {
+        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).id();
+        std::fs::read_to_string(format!("/proc/{keeper}/task/{keeper}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// Stops the agent and everything it started, and waits until they are gone.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         self.stdin.take();

@@ -5,18 +5,21 @@
 //! private [`topology`] (two anonymous network namespaces joined by a veth pair), drives the
 //! system under test through [`sut`], plays the remote end with the raw-socket [`peer`], watches
 //! socket states with [`observe`], records every frame in [`capture`], and hands a verdict to
-//! [`report`], which turns scenarios into libtest-mimic trials.
+//! [`trials`], which turns scenarios into libtest-mimic trials whose records [`report`] writes
+//! as JSON and JUnit; [`cli`] is the command line.
 
-pub mod agent;
-pub mod bench;
 pub mod capture;
 pub mod cli;
+pub mod closer;
 pub mod coverage;
+pub mod exit;
 pub mod expectations;
 pub mod harness;
+pub mod html;
 pub mod interrupt;
 pub mod keeper;
-pub mod matrix;
+pub mod ktap;
+pub mod ladder;
 pub mod observe;
 pub mod peer;
 pub mod preflight;
@@ -26,10 +29,13 @@ pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod script;
+pub mod stack;
 pub mod suite;
 pub mod sut;
+pub mod timers;
 pub mod topology;
 pub mod tracepoint;
+pub mod trials;
 pub mod wire;
 
 use std::fmt;

@@ -981,7 +981,7 @@ mod tests {
     /// The observer keeps watching its namespace when used from a thread outside it, and
     /// reports what one sample costs.
     #[test]
-    fn observe_from_another_thread_and_cost() {
+    fn observe_from_another_thread() {
         let (obs, listener, pair) = in_private_netns(|| {
             let obs = Observer::new().expect("observer");
             let (listener, client, server) = pair(Ipv4Addr::LOCALHOST.into());
@@ -994,23 +994,11 @@ mod tests {
             .iter()
             .any(|s| s.state == TcpState::Listen && s.local == addr));
 
-        let rounds = 2000;
-        let start = Instant::now();
-        for _ in 0..rounds {
-            obs.sockets().expect("sample");
-        }
-        let each = start.elapsed() / rounds;
-        eprintln!("observe: one sockets() call with 3 sockets takes {each:?}");
-        assert!(each < Duration::from_millis(20), "{each:?} per sample");
-        // The exact lookup a step's sample makes finds the connection without a dump.
+        // The exact lookup a step's sample makes finds the connection without a dump. (What
+        // a sample costs is a benchmark's business: `halfclose bench`, not a timed test.)
         let (local, remote) = (pair.0.local_addr().unwrap(), pair.0.peer_addr().unwrap());
-        let start = Instant::now();
-        for _ in 0..rounds {
-            let found = obs.connection(local, remote).expect("lookup");
-            assert_eq!(found.map(|s| s.state), Some(TcpState::Established));
-        }
-        let each = start.elapsed() / rounds;
-        eprintln!("observe: one connection() lookup takes {each:?}");
+        let found = obs.connection(local, remote).expect("lookup");
+        assert_eq!(found.map(|s| s.state), Some(TcpState::Established));
         drop(pair);
     }
 }

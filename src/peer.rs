@@ -19,8 +19,9 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::capture::{Capture, Direction};
-use crate::runner::timing::RttRange;
-use crate::script::{OptSpec, PeerConfig, SendSpec};
+use crate::script::values::FAST_OPEN;
+use crate::script::{FoSpec, OptSpec, PeerConfig, SendSpec, TsRef};
+use crate::timers::RttRange;
 use crate::topology::{self, Topology};
 use crate::wire::{self, Endpoints, Frame, TcpFlags, TcpOption, TcpRepr};
 use crate::Family;
@@ -74,9 +75,14 @@ impl Link {
     /// Opens the packet socket inside the peer netns and starts the receive thread.
     pub fn start(topo: &Topology, capture: Arc<Mutex<Capture>>) -> io::Result<Link> {
         let ifindex = topo.peer_ifindex();
+        let promisc = topo.is_real_iface();
         let (sock, tx) = topo
             .run_in_peer(move || -> io::Result<_> {
-                Ok((open_packet_socket(ifindex)?, Transmitter::open(ifindex)?))
+                let sock = open_packet_socket(ifindex)?;
+                if promisc {
+                    receive_all(sock.as_raw_fd(), ifindex)?;
+                }
+                Ok((sock, Transmitter::open(ifindex)?))
             })
             .map_err(|e| io::Error::other(e.to_string()))??;
         let sock = Arc::new(sock);
@@ -201,6 +207,12 @@ impl Link {
         })
     }
 
+    /// Leaves a segment taken with `arrival_by` for the next step (a `receive` step that
+    /// meets a FIN or RST leaves it to the `expect` that follows).
+    pub fn put_back(&self, a: Arrival) {
+        self.inbox.put_back(a);
+    }
+
     /// Segments that reached the harness after it had judged their moment empty: (capture
     /// index, kernel timestamp, the moment judged).
     pub fn late_deliveries(&self) -> Vec<(usize, SystemTime, SystemTime)> {
@@ -228,13 +240,20 @@ impl Drop for Link {
     fn drop(&mut self) {
         self.stop();
         // Closing a packet socket waits for an RCU grace period (synchronize_net in
-        // packet_release), 10–15 ms here: a short-lived thread waits instead of the trial.
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(sock) = self.sock.take() {
-            let _ = std::thread::Builder::new()
-                .name("halfclose-close".into())
-                .spawn(move || drop((sock, tx)));
+        // packet_release), 6–15 ms here: `closer` waits instead of the trial, and the
+        // process's exit (see there).
+        let mut fds = Vec::new();
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            fds.push(tx.into_fd());
         }
+        if let Some(sock) = self.sock.take() {
+            match Arc::try_unwrap(sock) {
+                Ok(fd) => fds.push(fd),
+                // Still shared (the receive thread did not end): closed with its last user.
+                Err(shared) => drop(shared),
+            }
+        }
+        crate::closer::later(fds);
     }
 }
 
@@ -257,6 +276,32 @@ pub fn open_packet_socket(ifindex: u32) -> io::Result<OwnedFd> {
     set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20)?;
     bind_packet(fd, ifindex, proto)?;
     Ok(sock)
+}
+
+/// Puts a real interface in promiscuous mode for as long as the socket lives: the SUT's frames
+/// are addressed to the MAC the peer plays, not the interface's own, and a NIC drops them
+/// otherwise. The kernel undoes it when the socket closes, however halfclose ends.
+fn receive_all(fd: RawFd, ifindex: u32) -> io::Result<()> {
+    let mreq = libc::packet_mreq {
+        mr_ifindex: ifindex as i32,
+        mr_type: libc::PACKET_MR_PROMISC as u16,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    // SAFETY: the pointer and length describe `mreq`.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mreq as *const _ as *const libc::c_void,
+            std::mem::size_of_val(&mreq) as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Binds a packet socket to one interface; `proto` 0 hooks it to no receive path.
@@ -526,7 +571,6 @@ pub struct PeerConn {
     /// Timestamps negotiated on this connection.
     pub ts_on: bool,
     ts_recent: u32,
-    clock: Instant,
     /// SUT segments seen, by end sequence number: first arrival and how often it came.
     sut_sent: Vec<(u32, SystemTime, u32)>,
     /// Highest sequence number the peer has acknowledged.
@@ -579,7 +623,6 @@ impl PeerConn {
             sut_syn_options: Vec::new(),
             ts_on: false,
             ts_recent: 0,
-            clock: Instant::now(),
             sut_sent: Vec::new(),
             acked: None,
             rtt: RttRange::default(),
@@ -746,6 +789,19 @@ impl PeerConn {
         mss.unwrap_or(536).min(self.cfg.mss)
     }
 
+    /// The shift the peer's own window field is scaled by: its SYN's window scale, once the
+    /// SUT's SYN carried the option too (RFC 7323 §2.2), else 0.
+    pub fn peer_window_shift(&self) -> u8 {
+        let sut_offered = self
+            .sut_syn_options
+            .iter()
+            .any(|o| matches!(o, TcpOption::WindowScale(_)));
+        match self.cfg.wscale {
+            Some(w) if sut_offered => w.min(14),
+            _ => 0,
+        }
+    }
+
     /// Learns from a SUT segment the peer accepted (matched and not dropped).
     pub fn on_received(&mut self, tcp: &TcpRepr) {
         self.sut_window = tcp.window;
@@ -780,18 +836,50 @@ impl PeerConn {
         }
     }
 
+    /// The peer's timestamp clock: milliseconds on one clock for every connection of the
+    /// process. A clock per connection, started as each was made, let a connection made
+    /// later (after a stall between the two) send a reopening SYN with an older timestamp
+    /// than the TIME_WAIT connection it reopens had seen: PAWS then rightly refused it, and
+    /// the trial failed for the harness's own doing.
     fn ts_now(&self) -> TcpOption {
-        let val = (self.clock.elapsed().as_millis() as u32).wrapping_add(1);
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let since = EPOCH.get_or_init(Instant::now).elapsed();
+        let val = (since.as_millis() as u32).wrapping_add(1);
         TcpOption::Timestamps {
             val,
             ecr: self.ts_recent,
         }
     }
 
+    /// The option to send. References to named segments (`@name`) were resolved by the
+    /// runner before; one left over takes the peer's own value.
     fn fill_option(&self, o: &OptSpec) -> TcpOption {
+        let now = || match self.ts_now() {
+            TcpOption::Timestamps { val, ecr } => (val, ecr),
+            _ => (0, 0),
+        };
         match o {
             OptSpec::Exact(o) => o.clone(),
             OptSpec::AnyTimestamp => self.ts_now(),
+            OptSpec::Ts { val, ecr } => {
+                let (v, e) = now();
+                let pick = |r: &TsRef, own: u32| match r {
+                    TsRef::Abs(n) => *n,
+                    _ => own,
+                };
+                TcpOption::Timestamps {
+                    val: pick(val, v),
+                    ecr: pick(ecr, e),
+                }
+            }
+            OptSpec::FastOpen(FoSpec::Cookie(c)) => TcpOption::Unknown {
+                kind: FAST_OPEN,
+                data: c.clone(),
+            },
+            OptSpec::FastOpen(_) => TcpOption::Unknown {
+                kind: FAST_OPEN,
+                data: Vec::new(),
+            },
         }
     }
 

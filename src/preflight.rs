@@ -3,7 +3,23 @@
 //! rather than captures and reports silently missing after the run.
 
 use std::fs::{self, OpenOptions};
+use std::io::Read;
 use std::path::Path;
+
+/// A file's bytes, at most `max` of them: Err(None) when it holds more (a size that a stat
+/// cannot tell, as /dev/zero's, included), Err(Some(e)) when it cannot be read. Every file a
+/// user names (scripts, captures, reports) is read through this, so none can make halfclose
+/// allocate without bound.
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Option<std::io::Error>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(Some)?;
+    match bytes.len() as u64 > max {
+        true => Err(None),
+        false => Ok(bytes),
+    }
+}
 
 /// The capture directory: made if missing (with its parents), and a file can be created in it.
 /// The error says which of the two failed.

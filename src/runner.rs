@@ -11,23 +11,25 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::agent::AgentSut;
 use crate::capture::Capture;
 use crate::observe::Observer;
 use crate::peer::{Link, PeerConn};
 use crate::script::values::show_duration;
 use crate::script::{Action, Call, PeerConfig, Scenario, Step, Window, DEFAULT_CONN};
-use crate::sut::{KernelSut, SutDriver};
+use crate::stack::TopologyKind;
+use crate::sut::{AgentSut, KernelSut, SutDriver};
 use crate::topology::{self, Topology};
 use crate::tracepoint::Transitions;
 use crate::Family;
 
+pub use crate::stack::Stack;
+
 mod calls;
 mod matching;
 pub mod noise;
+mod receive;
 mod segments;
 mod states;
-pub mod timing;
 mod trace;
 
 pub use trace::Trace;
@@ -51,62 +53,6 @@ impl TrialConfig {
             pcap_dir,
             stack,
             tries: DEFAULT_TRIES,
-        }
-    }
-}
-
-/// The system under test.
-#[derive(Clone, Debug, Default)]
-pub enum Stack {
-    /// The local Linux kernel, in the trial's namespaces.
-    #[default]
-    Kernel,
-    /// A stack behind an agent process on the trial's TAP device.
-    Agent {
-        cmd: Vec<String>,
-        hello: crate::agent::Hello,
-        /// From the hello, once per run.
-        profile: &'static timing::TimerProfile,
-    },
-}
-
-impl Stack {
-    /// An agent SUT, as its hello describes it.
-    pub fn agent(cmd: Vec<String>, hello: crate::agent::Hello) -> Stack {
-        let profile = hello.profile();
-        Stack::Agent {
-            cmd,
-            hello,
-            profile,
-        }
-    }
-
-    /// One word for file names: `linux`, or the first word of the agent's stack (`smoltcp`).
-    pub fn short_name(&self) -> &str {
-        match self {
-            Stack::Kernel => "linux",
-            Stack::Agent { hello, .. } => hello.stack.split_whitespace().next().unwrap_or("agent"),
-        }
-    }
-
-    /// The stack's timers.
-    pub fn profile(&self) -> &'static timing::TimerProfile {
-        match self {
-            Stack::Kernel => &timing::TimerProfile::LINUX,
-            Stack::Agent { profile, .. } => profile,
-        }
-    }
-
-    /// Why a scenario cannot run on this stack, if it cannot: a capability the agent lacks,
-    /// or for the kernel a sysctl the trial's namespace would not have (unprivileged runs).
-    pub fn missing(&self, sc: &Scenario) -> Option<String> {
-        match self {
-            Stack::Kernel => sc
-                .setup
-                .sysctls
-                .iter()
-                .find_map(|(k, _)| topology::sysctl_unavailable(k)),
-            Stack::Agent { hello, .. } => hello.missing(sc).or_else(topology::tap_unavailable),
         }
     }
 }
@@ -231,6 +177,7 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
         notes.excuses.push(f.heading.clone());
     }
     annotate(&capture, &failure, &trace, &notes);
+    crate::ladder::events::annotate(&capture, sc, failure.as_ref(), &trace, &notes.events);
     let written = capture
         .lock()
         .map(|c| c.write_pcapng(&pcap))
@@ -259,6 +206,8 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
 #[derive(Default)]
 struct Notes {
     measurements: Vec<String>,
+    /// The SUT's side of the timeline, for the ladder (`crate::ladder::events`).
+    events: Vec<crate::ladder::Event>,
     excuses: Vec<String>,
     allowances: Vec<String>,
     allowance_max: Duration,
@@ -304,6 +253,50 @@ fn setup_failure(what: &str, e: impl std::fmt::Display) -> Failure {
     }
 }
 
+/// A trial's SUT as set up: its topology, its driver, and the tracepoint that sees its
+/// transitions (the local kernel only).
+type TrialSut = (Topology, Box<dyn SutDriver>, Option<Transitions>);
+
+/// The local kernel in the trial's namespaces: topology, driver, and the tracepoint that sees
+/// its transitions (where tracefs is there to read).
+fn kernel_sut(sc: &Scenario, family: Family, trace: &mut Trace) -> Result<TrialSut, Failure> {
+    let topo = Topology::create_with_mtu(&trial_sysctls(sc, family), sc.setup.mtu)
+        .map_err(|e| setup_failure("topology", e))?;
+    let observer = topo
+        .run_in_sut(Observer::new)
+        .map_err(|e| setup_failure("observer", e))?
+        .map_err(|e| setup_failure("sock_diag", e))?;
+    // Before the first packet, so the handshake's transitions are seen too.
+    let peer = topo.peer_ip(family);
+    let transitions = match Transitions::open(family, peer, sc.setup.peer_port) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            trace.source = trace::Source::SampledBecause(why);
+            None
+        }
+    };
+    let sut = KernelSut::new(observer, &topo).map_err(|e| setup_failure("call threads", e))?;
+    Ok((topo, Box::new(sut), transitions))
+}
+
+/// A stack behind an agent: the topology the stack asks for (a TAP device, a namespace pair,
+/// or the real interface `--peer-iface` names), and the agent on it.
+fn agent_sut(
+    cmd: &[String],
+    stack: &crate::stack::Stack,
+    sysctls: Vec<(String, String)>,
+    mtu: Option<u32>,
+) -> Result<TrialSut, Failure> {
+    let topo = match (&stack.peer_iface, stack.topology()) {
+        (Some(iface), _) => Topology::on_iface(iface),
+        (None, TopologyKind::Tap) => Topology::create_tap(),
+        (None, TopologyKind::Veth) => Topology::create_with_mtu(&sysctls, mtu),
+    }
+    .map_err(|e| setup_failure("topology", e))?;
+    let agent = AgentSut::launch(cmd, &topo, &sysctls).map_err(|e| setup_failure("agent", e))?;
+    Ok((topo, Box::new(agent), None))
+}
+
 fn execute(
     sc: &Scenario,
     family: Family,
@@ -313,34 +306,9 @@ fn execute(
     notes: &mut Notes,
 ) -> Result<(), Failure> {
     let setup = crate::schedule::setup_permit();
-    let (topo, sut, transitions) = match &cfg.stack {
-        Stack::Kernel => {
-            let topo = Topology::create(&trial_sysctls(sc, family))
-                .map_err(|e| setup_failure("topology", e))?;
-            let observer = topo
-                .run_in_sut(Observer::new)
-                .map_err(|e| setup_failure("observer", e))?
-                .map_err(|e| setup_failure("sock_diag", e))?;
-            // Before the first packet, so the handshake's transitions are seen too.
-            let peer = topo.peer_ip(family);
-            let transitions = match Transitions::open(family, peer, sc.setup.peer_port) {
-                Ok(t) => Some(t),
-                Err(why) => {
-                    trace.source = trace::Source::SampledBecause(why);
-                    None
-                }
-            };
-            let sut: Box<dyn SutDriver> = Box::new(
-                KernelSut::new(observer, &topo).map_err(|e| setup_failure("call threads", e))?,
-            );
-            (topo, sut, transitions)
-        }
-        Stack::Agent { cmd, .. } => {
-            let topo = Topology::create_tap().map_err(|e| setup_failure("topology", e))?;
-            let agent = AgentSut::launch(cmd, &topo).map_err(|e| setup_failure("agent", e))?;
-            let sut: Box<dyn SutDriver> = Box::new(agent);
-            (topo, sut, None)
-        }
+    let (topo, sut, transitions) = match cfg.stack.agent_command() {
+        None => kernel_sut(sc, family, trace)?,
+        Some(cmd) => agent_sut(cmd, &cfg.stack, trial_sysctls(sc, family), sc.setup.mtu)?,
     };
     let link = Link::start(&topo, capture).map_err(|e| setup_failure("packet socket", e))?;
     link.wait_ready(family)
@@ -381,6 +349,9 @@ fn execute(
         named: HashMap::new(),
         background: HashMap::new(),
         read_offsets: HashMap::new(),
+        written: HashMap::new(),
+        named_segments: HashMap::new(),
+        captured: HashMap::new(),
         step_no: 0,
         profile: cfg.stack.profile(),
         transitions,
@@ -429,9 +400,15 @@ struct Run<'a> {
     background: HashMap<String, (Call, SystemTime)>,
     /// How many bytes the SUT application has read, per connection.
     read_offsets: HashMap<String, usize>,
+    /// What the SUT application has written, per connection, for `receive` to check.
+    written: HashMap<String, Vec<u8>>,
+    /// The segments of named `send` and `expect` steps, for options that refer to them.
+    named_segments: HashMap<String, matching::NamedSegment>,
+    /// Values `expect` steps captured (`win: =w`), as the script writes them.
+    captured: HashMap<String, i64>,
     step_no: usize,
     /// The SUT stack's timers: where every derived window comes from.
-    profile: &'static timing::TimerProfile,
+    profile: &'static crate::timers::TimerProfile,
     /// Every state change, when the tracepoint could be opened.
     transitions: Option<Transitions>,
 }
@@ -444,7 +421,18 @@ impl Run<'_> {
                 numbered += 1;
             }
             self.step_no = if step.implicit { 0 } else { numbered };
-            self.step(step)?;
+            if let Some(what) = crate::ladder::events::check_text(&step.action) {
+                self.event(step, SystemTime::now(), crate::ladder::Kind::Check, what);
+            }
+            if let Err(f) = self.step(step) {
+                self.event(
+                    step,
+                    SystemTime::now(),
+                    crate::ladder::Kind::Failed,
+                    String::new(),
+                );
+                return Err(f);
+            }
             self.sample();
         }
         Ok(())
@@ -483,7 +471,22 @@ impl Run<'_> {
                 segment,
                 conn,
             } => self.transfer(step, *bytes, *segment, conn),
+            Action::Receive(spec) => self.receive(step, spec),
         }
+    }
+
+    /// An event on the SUT's side of the ladder.
+    fn event(&mut self, step: &Step, at: SystemTime, kind: crate::ladder::Kind, text: String) {
+        let step = crate::ladder::StepRef {
+            step: self.step_no,
+            line: step.loc.line,
+        };
+        self.notes.events.push(crate::ladder::Event {
+            at,
+            kind,
+            step: Some(step),
+            text,
+        });
     }
 
     fn conn(&self, name: &str) -> &PeerConn {
@@ -619,11 +622,19 @@ impl Run<'_> {
         }
     }
 
+    /// A look at the connection for the trace, between steps; an agent's answer may come
+    /// back later (see [`SutDriver::sample`]).
     fn sample(&mut self) {
         let (local, remote) = self.addrs(DEFAULT_CONN);
-        let asked = SystemTime::now();
-        if let Ok(info) = self.sut.connection(local, remote) {
-            self.trace.record(asked, info.map(|i| i.state));
+        for (asked, state) in self.sut.sample(local, remote) {
+            self.trace.record(asked, state);
+        }
+    }
+
+    /// The trace's looks still on their way, in: before a look that must come after them.
+    fn finish_samples(&mut self) {
+        for (asked, state) in self.sut.finish_samples() {
+            self.trace.record(asked, state);
         }
     }
 
@@ -677,7 +688,9 @@ impl Run<'_> {
                 format!("UNEXPECTED (after the trial had failed or ended): {actual}"),
             );
         }
+        self.finish_samples();
         self.sample();
+        self.finish_samples();
         self.update_exact_trace();
         self.sut.close_all();
     }
@@ -765,11 +778,19 @@ impl Run<'_> {
         from: SystemTime,
     ) -> (matching::Allow, matching::Allow) {
         let closes = from + w.within;
-        let early = noise::steal_bounds(from, from);
+        let mut early = noise::steal_bounds(from, from);
+        // An anchor that is the SUT's segment was stamped in the peer's receive softirq: one
+        // deferred to a waiting ksoftirqd stamps it late, and the moment looks early by as much
+        // (seen: a FIN retransmission 4 ms early). Like the late edge's, a *may* allowance.
+        early.1 += noise::softirq_wait(from, from);
         let mut late = noise::steal_bounds(closes, at.max(closes));
         // A deferred timer softirq may have been that late; whether it was the SUT's, the
         // samples cannot say, so it only widens what *may* be allowed.
         late.1 += noise::softirq_wait(closes, at.max(closes));
+        // An agent's timers fire on its own threads: their wait for a CPU, likewise, over
+        // the whole span from the anchor: a stack that re-arms its tick from when it ran
+        // (lwIP's sys_timeout) carries every earlier delay into the expiry.
+        late.1 += self.sut.run_delay(from, at.max(closes));
         let least = matching::Allow {
             early: early.0,
             late: late.0,
@@ -782,7 +803,7 @@ impl Run<'_> {
         if !most.is_zero() {
             let place = self.short_place(step);
             self.notes.allowances.push(format!(
-                "{place}: CPU steal and softirq waits near the window's edges: early {}–{}, late {}–{}",
+                "{place}: CPU steal, softirq and SUT-thread waits near the window's edges: early {}–{}, late {}–{}",
                 show_precise(early.0),
                 show_precise(early.1),
                 show_precise(late.0),

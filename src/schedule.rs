@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Conclusion, Trial};
 
-use crate::runner::timing::TimerProfile;
 use crate::script::{Action, Scenario};
+use crate::timers::TimerProfile;
 
 /// Trials at once when the user does not say (`--test-threads`). A trial's CPU time is a few
 /// milliseconds of setup, the rest is sleeping; 32 keeps the suite's wall time near its longest
@@ -51,6 +51,102 @@ impl Drop for SetupPermit {
 fn setups() -> &'static (Mutex<usize>, std::sync::Condvar) {
     static SETUPS: OnceLock<(Mutex<usize>, std::sync::Condvar)> = OnceLock::new();
     SETUPS.get_or_init(Default::default)
+}
+
+/// Who runs now: first runs share the machine; a rerun (its first run was inconclusive, the
+/// harness was late) runs alone. A rerun beside the 31 other trials that made the first run
+/// late would meet the same load; alone it meets only the machine's own noise. While a rerun
+/// waits for the running trials to finish, no new trial starts, so it cannot starve.
+pub struct Gate {
+    state: Mutex<Occupancy>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Occupancy {
+    /// Trials running their first run.
+    sharing: usize,
+    /// Reruns waiting for the machine to empty.
+    waiting_alone: usize,
+    /// A rerun is running.
+    alone: bool,
+}
+
+/// The process's gate, which every trial goes through.
+pub static GATE: Gate = Gate::new();
+
+/// Held while a trial runs; see [`Gate`].
+pub struct Turn<'a> {
+    gate: &'a Gate,
+    alone: bool,
+}
+
+impl Gate {
+    pub const fn new() -> Gate {
+        Gate {
+            state: Mutex::new(Occupancy {
+                sharing: 0,
+                waiting_alone: 0,
+                alone: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn wait_while(
+        &self,
+        busy: impl Fn(&Occupancy) -> bool,
+    ) -> std::sync::MutexGuard<'_, Occupancy> {
+        let o = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.changed
+            .wait_while(o, |o| busy(o))
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A turn beside other first runs: waits while a rerun runs or waits.
+    pub fn shared(&self) -> Turn<'_> {
+        self.wait_while(|o| o.alone || o.waiting_alone > 0).sharing += 1;
+        Turn {
+            gate: self,
+            alone: false,
+        }
+    }
+
+    /// A turn with the machine to itself: waits until every running trial has finished. The
+    /// caller must not hold a turn already.
+    pub fn alone(&self) -> Turn<'_> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting_alone += 1;
+        self.changed.notify_all();
+        let mut o = self.wait_while(|o| o.alone || o.sharing > 0);
+        o.waiting_alone -= 1;
+        o.alone = true;
+        Turn {
+            gate: self,
+            alone: true,
+        }
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Gate {
+        Gate::new()
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut o = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
+        if self.alone {
+            o.alone = false;
+        } else {
+            o.sharing -= 1;
+        }
+        drop(o);
+        self.gate.changed.notify_all();
+    }
 }
 
 /// A trial and how long its script says it will take.
@@ -94,7 +190,14 @@ pub fn run(args: &Arguments, mut planned: Vec<Planned>) -> Conclusion {
     if !args.list {
         // Stable: equal estimates keep the suite's order.
         planned.sort_by_key(|p| std::cmp::Reverse(p.estimate));
-        args.test_threads.get_or_insert(DEFAULT_CONCURRENCY);
+        // No more threads than trials: libtest-mimic starts the whole pool at once, and a
+        // one-trial process (nextest's, or `run FILE --exact`) would spend ms making 32.
+        let wanted = planned
+            .iter()
+            .filter(|p| !args.is_filtered_out(&p.trial) && !args.is_ignored(&p.trial))
+            .count();
+        args.test_threads
+            .get_or_insert(DEFAULT_CONCURRENCY.min(wanted.max(1)));
         if std::io::stderr().is_terminal() {
             start_progress();
         }
@@ -163,4 +266,58 @@ fn progress_line() -> Option<String> {
         items.len(),
         items.join(", ")
     ))
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::Gate;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A rerun waits for the first runs beside it to end, and a first run asked for while the
+    /// rerun waits starts only after it.
+    #[test]
+    fn a_rerun_runs_alone_and_first_runs_wait_for_it() {
+        let gate = Arc::new(Gate::new());
+        let order = Arc::new(AtomicUsize::new(0));
+        let first = gate.shared();
+        let (g, o) = (gate.clone(), order.clone());
+        let rerun = std::thread::spawn(move || {
+            let _t = g.alone();
+            let at = o.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(30));
+            at
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            order.load(Ordering::SeqCst),
+            0,
+            "the rerun began beside a first run"
+        );
+        let (g, o) = (gate.clone(), order.clone());
+        let later = std::thread::spawn(move || {
+            let _t = g.shared();
+            o.fetch_add(1, Ordering::SeqCst)
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            order.load(Ordering::SeqCst),
+            0,
+            "a first run overtook the waiting rerun"
+        );
+        drop(first);
+        assert_eq!(rerun.join().unwrap(), 0);
+        assert_eq!(later.join().unwrap(), 1);
+    }
+
+    /// First runs share: two turns at once.
+    #[test]
+    fn first_runs_share() {
+        let gate = Gate::new();
+        let a = gate.shared();
+        let b = gate.shared();
+        drop((a, b));
+        let _alone = gate.alone();
+    }
 }

@@ -13,13 +13,14 @@ pub struct Suite {
 }
 
 /// Loads every `*.yaml` under the given files and directories. A scenario's group is its
-/// directory below the root it was found under (`suites/close/x.yaml` → `close`); a file named
-/// directly takes its parent directory's name. A path that does not exist, is not a script,
+/// directory below the suite it belongs to (`suites/close/x.yaml` → `close`, whether
+/// `suites`, `suites/close` or the file was named; see [`root_of`]); outside a suite, below
+/// the directory named, and a file named directly takes its parent directory's name. A path that does not exist, is not a script,
 /// or holds no scenario file is an error: nothing to run is never a success.
 pub fn load(paths: &[PathBuf]) -> Suite {
     let mut suite = Suite::default();
     for root in paths {
-        let files = match files_under(root) {
+        let files = match files_under(root, root_of(root).as_deref()) {
             Ok(files) => files,
             Err(e) => {
                 suite.errors.push(e);
@@ -64,9 +65,44 @@ impl Suite {
 /// How deep below a root scenario files are looked for.
 const MAX_DEPTH: usize = 16;
 
-fn files_under(root: &Path) -> Result<Vec<(PathBuf, String)>, ScriptError> {
+/// The suite a path belongs to: the nearest directory at or above it (up to the working
+/// directory, for a relative path) that holds an `expectations/` directory, as `suites/` does.
+pub fn root_of(path: &Path) -> Option<PathBuf> {
+    let start = if path.is_dir() { path } else { path.parent()? };
+    start
+        .ancestors()
+        .find(|dir| {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            dir.join("expectations").is_dir()
+        })
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d.to_path_buf()
+            }
+        })
+}
+
+fn files_under(root: &Path, suite: Option<&Path>) -> Result<Vec<(PathBuf, String)>, ScriptError> {
     let meta =
         std::fs::metadata(root).map_err(|e| whole_file_error(root, format!("cannot read: {e}")))?;
+    if let Some(suite) = suite.filter(|s| *s != root) {
+        // Part of a suite: groups as the whole suite names them.
+        let mut out = if meta.is_dir() {
+            files_under(root, None)?
+        } else {
+            vec![(root.to_path_buf(), String::new())]
+        };
+        for (file, group) in &mut out {
+            *group = group_of(suite, file);
+        }
+        return Ok(out);
+    }
     if !meta.is_dir() {
         // A file named directly: `script::load` refuses what is not a script.
         let group = root
@@ -139,11 +175,16 @@ fn group_of(root: &Path, file: &Path) -> String {
 }
 
 fn reject_duplicate_names(suite: &mut Suite) {
-    let mut seen: HashMap<(String, String), PathBuf> = HashMap::new();
+    // Per family: a script with per-family values is one scenario per family, same name.
+    let mut seen: HashMap<(String, String, crate::Family), PathBuf> = HashMap::new();
     let mut keep = Vec::new();
     for sc in suite.scenarios.drain(..) {
-        let key = (sc.group.clone(), sc.name.clone());
-        if let Some(first) = seen.get(&key) {
+        let keys: Vec<_> = sc
+            .families
+            .iter()
+            .map(|f| (sc.group.clone(), sc.name.clone(), *f))
+            .collect();
+        if let Some(first) = keys.iter().find_map(|k| seen.get(k)) {
             suite.errors.push(ScriptError {
                 file: sc.file.clone(),
                 loc: Loc { line: 1, column: 1 },
@@ -157,7 +198,9 @@ fn reject_duplicate_names(suite: &mut Suite) {
             });
             continue;
         }
-        seen.insert(key, sc.file.clone());
+        for key in keys {
+            seen.insert(key, sc.file.clone());
+        }
         keep.push(sc);
     }
     suite.scenarios = keep;

@@ -127,14 +127,56 @@ pub fn peer_ip(family: Family, host: u8) -> IpAddr {
     }
 }
 
-/// A peer host number for a new trial, 2..=254, rotating so that trials running at the same
-/// time differ (in this process; the pid spreads concurrent processes such as nextest's).
-fn next_peer_host() -> u8 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id().wrapping_mul(37);
-    (2 + n % 253) as u8
+/// A peer host number held for one trial, 2..=254, unique among the trials of every
+/// halfclose process on this machine at the time (nextest runs one process per trial): the
+/// claim is an abstract unix socket named for the host in the host's network namespace, which
+/// the kernel frees when the socket closes, also when the process dies, so a crash leaks
+/// nothing and no file is left behind.
+#[derive(Debug)]
+pub struct HostClaim {
+    host: u8,
+    _socket: Option<std::os::unix::net::UnixDatagram>,
 }
+
+impl HostClaim {
+    /// The first free host from a rotating start (so consecutive trials differ). When all
+    /// 253 are held, waits for one; after [`CLAIM_WAIT`] it takes one unclaimed, and the
+    /// state tracepoint's filter may then see another trial's events, as it could before
+    /// hosts were claimed.
+    pub fn take() -> HostClaim {
+        use std::os::linux::net::SocketAddrExt;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let start = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id().wrapping_mul(37);
+        let deadline = Instant::now() + CLAIM_WAIT;
+        loop {
+            for i in 0..253 {
+                let host = (2 + (start + i) % 253) as u8;
+                let name = format!("halfclose/peer-host/{host}");
+                let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) else {
+                    continue;
+                };
+                if let Ok(sock) = std::os::unix::net::UnixDatagram::bind_addr(&addr) {
+                    return HostClaim {
+                        host,
+                        _socket: Some(sock),
+                    };
+                }
+            }
+            if Instant::now() > deadline {
+                tracing::warn!("every peer host is held by another trial; sharing one");
+                return HostClaim {
+                    host: (2 + start % 253) as u8,
+                    _socket: None,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How long a trial waits for a free peer host before sharing one.
+const CLAIM_WAIT: Duration = Duration::from_secs(30);
 
 /// The prefix length of the trial subnet for a family.
 pub fn prefix_len(family: Family) -> u8 {
@@ -257,12 +299,14 @@ impl std::error::Error for TopologyError {
 pub struct Topology {
     sut_ns: OwnedFd,
     peer_ns: OwnedFd,
-    /// The last byte of the peer's address in this trial.
-    peer_host: u8,
+    /// The last byte of the peer's address in this trial, held while the topology lives.
+    peer_host: HostClaim,
     /// The interface the peer's packet socket binds to: `hc-peer`, or the TAP device.
     peer_ifindex: u32,
     /// For an agent SUT: the TAP device's fd, which the agent process inherits.
     tap: Option<OwnedFd>,
+    /// The peer plays on a real interface of the caller's namespace (`--peer-iface`).
+    real_iface: bool,
 }
 
 /// The TAP device an agent's stack runs on (in the SUT namespace; the peer shares it).
@@ -276,24 +320,35 @@ impl Topology {
     /// are accepted, because only those can be per namespace (a few `net.core.*` keys such as
     /// `rmem_max` are still global: setting one changes the host).
     pub fn create(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
+        Topology::create_with_mtu(sut_sysctls, None)
+    }
+
+    /// [`Topology::create`] with both veth ends at `mtu` bytes (None: the default 1500).
+    pub fn create_with_mtu(
+        sut_sysctls: &[(String, String)],
+        mtu: Option<u32>,
+    ) -> Result<Topology, TopologyError> {
         // Reject malformed keys before paying for any namespace.
         for (key, _) in sut_sysctls {
             sysctl_path(key)?;
         }
         let started = Instant::now();
-        let topology = on_thread("hc-setup", None, || build(sut_sysctls))??;
+        // Claimed here, in the process's own network namespace: the setup thread enters the
+        // trial's, where the claim would be private.
+        let claim = HostClaim::take();
+        let topology = on_thread("hc-setup", None, || build(sut_sysctls, mtu, claim))??;
         tracing::debug!(elapsed = ?started.elapsed(), "topology created");
         Ok(topology)
     }
 
     /// The last byte of the address the peer plays in this trial.
     pub fn peer_host(&self) -> u8 {
-        self.peer_host
+        self.peer_host.host
     }
 
     /// The address the peer plays in this trial.
     pub fn peer_ip(&self, family: Family) -> IpAddr {
-        peer_ip(family, self.peer_host)
+        peer_ip(family, self.peer_host.host)
     }
 
     /// The ifindex of `hc-sut` inside the SUT namespace.
@@ -311,7 +366,41 @@ impl Topology {
     /// binds to the same interface (the peer "namespace" is the SUT's). The interface has no
     /// address and IPv6 is off, so the namespace's own kernel stays silent.
     pub fn create_tap() -> Result<Topology, TopologyError> {
-        on_thread("hc-setup", None, build_tap)?
+        let claim = HostClaim::take();
+        on_thread("hc-setup", None, || build_tap(claim))?
+    }
+
+    /// No namespaces at all: the peer plays on the real interface `iface` of the caller's
+    /// network namespace, and the SUT is on the far side of it (`--peer-iface`; its agent
+    /// runs wherever its command puts it). Nothing is created, so nothing is torn down; the
+    /// interface should carry no address of the trial subnet, or the local kernel would
+    /// answer the SUT.
+    pub fn on_iface(iface: &str) -> Result<Topology, TopologyError> {
+        let here = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|e| TopologyError::os("opening this thread's network namespace", e))?;
+        let name = std::ffi::CString::new(iface).map_err(|_| {
+            TopologyError::os(
+                "naming the interface",
+                io::Error::from(io::ErrorKind::InvalidInput),
+            )
+        })?;
+        // SAFETY: a NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            let e = io::Error::last_os_error();
+            return Err(TopologyError::os(
+                format!("finding the interface {iface}"),
+                e,
+            ));
+        }
+        let mut topo = one_namespace(OwnedFd::from(here), index, None, HostClaim::take())?;
+        topo.real_iface = true;
+        Ok(topo)
+    }
+
+    /// Whether the peer plays on a real interface ([`Topology::on_iface`]).
+    pub fn is_real_iface(&self) -> bool {
+        self.real_iface
     }
 
     /// The TAP device's fd (agent topologies only).
@@ -468,7 +557,8 @@ fn sysctl_path(key: &str) -> Result<PathBuf, TopologyError> {
 }
 
 /// Writes one sysctl in the caller's network namespace.
-fn write_sysctl(key: &str, value: &str) -> Result<(), TopologyError> {
+/// Writes one `net.*` sysctl of the calling thread's network namespace.
+pub fn write_sysctl(key: &str, value: &str) -> Result<(), TopologyError> {
     let path = sysctl_path(key)?;
     let write_error = |source| TopologyError::SysctlWrite {
         key: key.to_owned(),
@@ -587,7 +677,11 @@ fn netlink_runtime() -> Result<Runtime, TopologyError> {
 }
 
 /// The body of the setup thread: builds both namespaces, leaving this thread in the SUT one.
-fn build(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
+fn build(
+    sut_sysctls: &[(String, String)],
+    mtu: Option<u32>,
+    claim: HostClaim,
+) -> Result<Topology, TopologyError> {
     let rt = netlink_runtime()?;
 
     // Peer first, so its veth end can be created directly inside it with IPv6 already off.
@@ -618,6 +712,16 @@ fn build(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
     rt.block_on(async {
         let handle = sut_rtnl.handle.clone();
         create_veth(&handle, peer_ns.as_fd()).await?;
+        if let Some(mtu) = mtu {
+            set_mtu(&handle, SUT_IFINDEX, mtu, "setting hc-sut's MTU").await?;
+            set_mtu(
+                &peer_rtnl.handle,
+                PEER_IFINDEX,
+                mtu,
+                "setting hc-peer's MTU",
+            )
+            .await?;
+        }
         // Before the link is up, so not even the first frame leaves with a partial checksum.
         disable_offloads(ethtool_socket.as_fd(), SUT_IFNAME)?;
         add_sut_addresses(&handle, ipv6).await?;
@@ -639,14 +743,15 @@ fn build(sut_sysctls: &[(String, String)]) -> Result<Topology, TopologyError> {
     Ok(Topology {
         sut_ns,
         peer_ns,
-        peer_host: next_peer_host(),
+        peer_host: claim,
         peer_ifindex: PEER_IFINDEX,
         tap: None,
+        real_iface: false,
     })
 }
 
 /// The body of the setup thread for an agent SUT: a namespace with one TAP device, up.
-fn build_tap() -> Result<Topology, TopologyError> {
+fn build_tap(claim: HostClaim) -> Result<Topology, TopologyError> {
     let rt = netlink_runtime()?;
     let ns = enter_new_netns()?;
     write_sysctls(PEER_SYSCTLS.iter().copied())?;
@@ -662,15 +767,26 @@ fn build_tap() -> Result<Topology, TopologyError> {
     }
     let rtnl = Rtnl::open(&rt)?;
     rt.block_on(set_up(&rtnl.handle, index, "setting hc-tap up"))?;
+    one_namespace(ns, index, Some(tap), claim)
+}
+
+/// A topology whose SUT and peer share one namespace, the peer playing on `ifindex`.
+fn one_namespace(
+    ns: OwnedFd,
+    ifindex: u32,
+    tap: Option<OwnedFd>,
+    claim: HostClaim,
+) -> Result<Topology, TopologyError> {
     let peer_ns = ns
         .try_clone()
         .map_err(|e| TopologyError::os("duplicating the namespace fd", e))?;
     Ok(Topology {
         sut_ns: ns,
         peer_ns,
-        peer_host: next_peer_host(),
-        peer_ifindex: index,
-        tap: Some(tap),
+        peer_host: claim,
+        peer_ifindex: ifindex,
+        tap,
+        real_iface: false,
     })
 }
 
@@ -781,6 +897,20 @@ async fn add_sut_addresses(handle: &Handle, ipv6: bool) -> Result<(), TopologyEr
         .map_err(TopologyError::netlink("adding 2001:db8::1/64 to hc-sut"))
 }
 
+async fn set_mtu(
+    handle: &Handle,
+    index: u32,
+    mtu: u32,
+    what: &'static str,
+) -> Result<(), TopologyError> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(TopologyError::netlink(what))
+}
+
 async fn set_up(handle: &Handle, index: u32, what: &'static str) -> Result<(), TopologyError> {
     handle
         .link()
@@ -863,6 +993,24 @@ mod tests {
     use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
     use std::collections::HashSet;
     use std::os::unix::fs::MetadataExt;
+
+    /// Hosts held at once are distinct (in this process, and through the abstract socket in
+    /// any other), and a dropped claim frees its host.
+    #[test]
+    fn peer_hosts_held_at_once_differ() {
+        let held: Vec<HostClaim> = (0..40).map(|_| HostClaim::take()).collect();
+        let hosts: HashSet<u8> = held.iter().map(|c| c.host).collect();
+        assert_eq!(hosts.len(), held.len(), "{hosts:?}");
+        assert!(held.iter().all(|c| c._socket.is_some()));
+        let first = held[0].host;
+        drop(held);
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!(
+            "halfclose/peer-host/{first}"
+        ))
+        .unwrap();
+        assert!(std::os::unix::net::UnixDatagram::bind_addr(&addr).is_ok());
+    }
 
     fn runtime() -> Runtime {
         tokio::runtime::Builder::new_current_thread()

@@ -177,7 +177,7 @@ fn a_run_the_harness_was_late_for_is_inconclusive() {
         .as_str()
         .unwrap_or_default();
     assert!(why.contains("late"), "{why}");
-    assert_eq!(report["inconclusive"], 1);
+    assert_eq!(report["summary"]["inconclusive"], 1);
     let _ = std::fs::remove_dir_all(&pcap);
 }
 
@@ -203,14 +203,17 @@ fn a_correct_suite_never_fails_when_the_harness_is_stopped() {
     let (code, text, stops) = run_stopped(&args, &mut rng, (300, 1500));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["failed"], 0, "after {stops} stops:\n{text}");
+    assert_eq!(
+        report["summary"]["failed"], 0,
+        "after {stops} stops:\n{text}"
+    );
     assert!(
         code == 0 || code == 3,
         "exit {code} after {stops} stops:\n{text}"
     );
     eprintln!(
         "correct suite, {stops} stops: {} passed, {} inconclusive, {} reruns",
-        report["passed"], report["inconclusive"], report["reruns"]
+        report["summary"]["passed"], report["summary"]["inconclusive"], report["summary"]["reruns"]
     );
     let _ = std::fs::remove_dir_all(&pcap);
 }

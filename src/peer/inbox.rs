@@ -98,6 +98,12 @@ impl Inbox {
         }
     }
 
+    /// Puts a segment taken with `first_by` back at the front, for the next step.
+    pub fn put_back(&self, a: Arrival) {
+        self.lock().queue.push_front(a);
+        self.changed.notify_all();
+    }
+
     /// Everything still queued (the trial is over).
     pub fn take_all(&self) -> Vec<Arrival> {
         self.lock().queue.drain(..).collect()

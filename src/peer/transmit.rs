@@ -32,6 +32,11 @@ pub struct Sent {
 }
 
 impl Transmitter {
+    /// The socket, to be closed elsewhere (see `closer`).
+    pub fn into_fd(self) -> OwnedFd {
+        self.sock
+    }
+
     /// Must run inside the netns of the interface.
     pub fn open(ifindex: u32) -> io::Result<Transmitter> {
         // SAFETY: plain socket(2); the result is checked and owned right away.

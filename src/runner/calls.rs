@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use super::{deadline_of, matching, offset_text, Failure, Run, WAIT_BEYOND};
+use crate::ladder::Kind;
 use crate::script::values::show_duration;
 use crate::script::{Call, Func, Step, Window, DEFAULT_CONN};
 use crate::sut::{self, CallResult, Completed};
@@ -37,8 +38,10 @@ impl Run<'_> {
             // Its thread held up past the timeout would look the same as a call that blocks.
             let due = self.clock;
             self.check_stall(step, "the call", due, SystemTime::now());
-            return Err(self.mismatch(step, format!("call {}", call.text), sut::show_outcome(&call.outcome), format!("still blocked after {}; a call that blocks needs `background: true` and an `await` step", show_duration(timeout))));
+            return Err(self.mismatch(step, format!("call {}", call.text), sut::show_expected(call), format!("still blocked after {}; a call that blocks needs `background: true` and an `await` step", show_duration(timeout))));
         };
+        self.event(step, done.started, Kind::Call, call.text.clone());
+        self.event(step, done.ended, Kind::Return, done.result.to_string());
         // Lateness first: a call made late may rightly return something else.
         let due = self.clock;
         self.check_late(step, "the call", due, done.started);
@@ -56,15 +59,19 @@ impl Run<'_> {
 
     /// The result, and for reads on a connection's descriptor, the bytes themselves.
     fn check_call(&mut self, step: &Step, call: &Call, done: &Completed) -> Result<(), Failure> {
-        if !sut::check_outcome(&call.outcome, &done.result) {
+        if !sut::check_call(call, &done.result) {
             return Err(self.mismatch(
                 step,
                 format!("call {}", call.text),
-                sut::show_outcome(&call.outcome),
-                done.result.to_string(),
+                sut::show_expected(call),
+                sut::app::show_result(call, &done.result),
             ));
         }
-        let is_read = matches!(call.func, Func::Read { .. } | Func::ReadAll { .. });
+        self.note_written(call, &done.result);
+        let is_read = matches!(
+            call.func,
+            Func::Read { .. } | Func::ReadAll { .. } | Func::Recv { .. }
+        );
         let (CallResult::Data(data), true) = (&done.result, is_read) else {
             return Ok(());
         };
@@ -80,9 +87,32 @@ impl Run<'_> {
                 why,
             ));
         }
-        self.read_offsets
-            .insert(call.fd.clone(), offset + data.len());
+        // A peek leaves the bytes for the next read.
+        let peeked =
+            matches!(call.func, Func::Recv { flags, .. } if flags & libc::MSG_PEEK as u32 != 0);
+        if !peeked {
+            self.read_offsets
+                .insert(call.fd.clone(), offset + data.len());
+        }
         Ok(())
+    }
+
+    /// What a write on a connection's descriptor put in the send queue, for `receive`.
+    fn note_written(&mut self, call: &Call, result: &CallResult) {
+        let (Func::Write(p) | Func::Send { payload: p, .. }, CallResult::Ret(n)) =
+            (&call.func, result)
+        else {
+            return;
+        };
+        if !self.conns.iter().any(|(c, _)| *c == call.fd) {
+            return;
+        }
+        let bytes = p.bytes();
+        let n = (*n as usize).min(bytes.len());
+        self.written
+            .entry(call.fd.clone())
+            .or_default()
+            .extend_from_slice(&bytes[..n]);
     }
 
     pub(super) fn call_background(&mut self, step: &Step, call: &Call) -> Result<(), Failure> {
@@ -98,6 +128,7 @@ impl Run<'_> {
                     vec![("error:".into(), e)],
                 )
             })?;
+        self.event(step, started, Kind::Background, call.text.clone());
         let due = self.clock;
         self.check_late(step, "the background call", due, started);
         self.background.insert(name, (call.clone(), started));
@@ -140,7 +171,7 @@ impl Run<'_> {
             let want = format!(
                 "`{}` returns {} {}",
                 call.text,
-                sut::show_outcome(&call.outcome),
+                sut::show_expected(&call),
                 matching::show_window(w)
             );
             return Err(self.mismatch(
@@ -153,6 +184,8 @@ impl Run<'_> {
                 ),
             ));
         };
+        let returned = format!("{}: {}", call.text, done.result);
+        self.event(step, done.ended, Kind::Return, returned);
         // Its start and return are the harness's own measurements: held-up threads make
         // them late (the start is what windows after the call count from).
         let slack = self.profile.harness_slack();
@@ -169,6 +202,19 @@ impl Run<'_> {
             done.ended,
         );
         self.check_call(step, &call, &done)?;
+        // The return is seen by the harness's own call thread, which wakes some time after
+        // the kernel returns: a return late by less than the harness's slack may be that
+        // thread's lateness, not the SUT's (an early one cannot be).
+        let late_edge = from + w.within;
+        if done.ended > late_edge && done.ended - slack <= late_edge {
+            let place = self.short_place(step);
+            self.excuse(format!(
+                "{place}: `{}` was seen returning {} after its window closed, within the harness's slack ({}) of waking its call thread",
+                call.text,
+                show_duration(done.ended.duration_since(late_edge).unwrap_or_default()),
+                show_duration(slack)
+            ));
+        }
         if let Err(why) = self.judge_time(step, w, done.ended, from) {
             return Err(self.mismatch(
                 step,

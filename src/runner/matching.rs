@@ -4,7 +4,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::peer::{Arrival, PeerConn};
 use crate::script::values::show_duration;
-use crate::script::{ExpectSpec, OptSpec, Window};
+use std::collections::HashMap;
+
+use crate::script::values::FAST_OPEN;
+use crate::script::{ExpectSpec, FoSpec, OptSpec, TsRef, Window};
 use crate::wire::{self, TcpFlags, TcpOption};
 
 /// The expectation as one line, in the same notation as actual segments.
@@ -67,8 +70,71 @@ pub fn show_window(w: &Window) -> String {
     }
 }
 
+/// What options that name other segments (`ts ecr @fin`, `ts val @syn`, `fo @synack`)
+/// compare with: the options of the named steps' segments and when they were seen, and the
+/// tick of the stack's timestamp clock.
+pub struct Named<'a> {
+    pub segments: &'a HashMap<String, NamedSegment>,
+    pub ts_tick: Duration,
+}
+
+/// A named step's segment, as sent or matched.
+#[derive(Clone, Debug)]
+pub struct NamedSegment {
+    pub options: Vec<TcpOption>,
+    pub at: SystemTime,
+}
+
+impl NamedSegment {
+    pub fn tsval(&self) -> Option<u32> {
+        self.options.iter().find_map(|o| match o {
+            TcpOption::Timestamps { val, .. } => Some(*val),
+            _ => None,
+        })
+    }
+
+    pub fn cookie(&self) -> Option<&[u8]> {
+        self.options.iter().find_map(|o| match o {
+            TcpOption::Unknown {
+                kind: FAST_OPEN,
+                data,
+            } => Some(data.as_slice()),
+            _ => None,
+        })
+    }
+}
+
+impl Named<'_> {
+    fn get(&self, name: &str) -> Result<&NamedSegment, String> {
+        self.segments
+            .get(name)
+            .ok_or_else(|| format!("no segment of step `{name}` was seen"))
+    }
+
+    /// The TSvals a segment seen at `at` may carry when it counts on from `name`'s: whole
+    /// ticks of the time between them, rounded either way, and one tick more either way for
+    /// the two segments' transmit-to-receive delays, which differ by far less than a tick.
+    fn tsval_range(&self, name: &str, at: SystemTime) -> Result<(u32, u32, u32), String> {
+        let base = self.get(name)?;
+        let v = base
+            .tsval()
+            .ok_or_else(|| format!("the segment of `{name}` carried no timestamp"))?;
+        let elapsed = at.duration_since(base.at).unwrap_or_default();
+        let tick = self.ts_tick.as_nanos().max(1);
+        let ticks = elapsed.as_nanos() / tick;
+        let lo = (ticks as u32).saturating_sub(1);
+        let hi = (ticks as u32).saturating_add(2);
+        Ok((v, v.wrapping_add(lo), v.wrapping_add(hi)))
+    }
+}
+
 /// Field by field; the error names every field that differs.
-pub fn check_segment(spec: &ExpectSpec, got: &Arrival, conn: &PeerConn) -> Result<(), String> {
+pub fn check_segment(
+    spec: &ExpectSpec,
+    got: &Arrival,
+    conn: &PeerConn,
+    named: &Named,
+) -> Result<(), String> {
     let tcp = &got.tcp;
     let mut diffs = Vec::new();
     if !got.checksum_ok {
@@ -108,9 +174,9 @@ pub fn check_segment(spec: &ExpectSpec, got: &Arrival, conn: &PeerConn) -> Resul
         diffs.push(payload_diff(data, &tcp.payload));
     }
     if let Some(opts) = &spec.options {
-        if !options_match(opts, &tcp.options) {
+        if let Err(why) = options_match(opts, &tcp.options, got.at, named) {
             let got: Vec<String> = tcp.options.iter().map(|o| o.to_string()).collect();
-            diffs.push(format!("options <{}> differ", got.join(",")));
+            diffs.push(format!("options <{}> differ{why}", got.join(",")));
         }
     }
     if diffs.is_empty() {
@@ -127,19 +193,95 @@ fn payload_diff(want: &[u8], got: &[u8]) -> String {
     }
 }
 
-/// Options in order, NOP and EOL (padding) not counted.
-fn options_match(want: &[OptSpec], got: &[TcpOption]) -> bool {
+/// Options in order, NOP and EOL (padding) not counted. The error says why, after `: `
+/// (empty when the lists differ in length or kind).
+fn options_match(
+    want: &[OptSpec],
+    got: &[TcpOption],
+    at: SystemTime,
+    named: &Named,
+) -> Result<(), String> {
     let real = |o: &&TcpOption| !matches!(o, TcpOption::Nop | TcpOption::Eol);
     let want: Vec<&OptSpec> = want
         .iter()
         .filter(|o| !matches!(o, OptSpec::Exact(TcpOption::Nop | TcpOption::Eol)))
         .collect();
     let got: Vec<&TcpOption> = got.iter().filter(real).collect();
-    want.len() == got.len()
-        && want.iter().zip(got).all(|(w, g)| match w {
-            OptSpec::AnyTimestamp => matches!(g, TcpOption::Timestamps { .. }),
-            OptSpec::Exact(o) => o == g,
-        })
+    if want.len() != got.len() {
+        return Err(String::new());
+    }
+    for (w, g) in want.iter().zip(got) {
+        option_matches(w, g, at, named).map_err(|why| match why.is_empty() {
+            true => why,
+            false => format!(": {why}"),
+        })?;
+    }
+    Ok(())
+}
+
+fn option_matches(
+    want: &OptSpec,
+    got: &TcpOption,
+    at: SystemTime,
+    named: &Named,
+) -> Result<(), String> {
+    match (want, got) {
+        (OptSpec::Exact(o), g) if o == g => Ok(()),
+        (OptSpec::AnyTimestamp, TcpOption::Timestamps { .. }) => Ok(()),
+        (OptSpec::Ts { val, ecr }, TcpOption::Timestamps { val: v, ecr: e }) => {
+            match val {
+                TsRef::Any => {}
+                TsRef::Abs(n) if n == v => {}
+                TsRef::Abs(n) => return Err(format!("TSval {v} ≠ {n}")),
+                TsRef::Of(name) => {
+                    let (base, lo, hi) = named.tsval_range(name, at)?;
+                    let ok = wire::seq::ge(*v, lo) && wire::seq::le(*v, hi);
+                    if !ok {
+                        return Err(format!("TSval {v} is {} ticks on from `{name}`'s {base}; the time between them allows {}..{}", v.wrapping_sub(base) as i32, lo.wrapping_sub(base), hi.wrapping_sub(base)));
+                    }
+                }
+            }
+            match ecr {
+                TsRef::Any => Ok(()),
+                TsRef::Abs(n) if n == e => Ok(()),
+                TsRef::Abs(n) => Err(format!("TSecr {e} ≠ {n}")),
+                TsRef::Of(name) => {
+                    let want = named
+                        .get(name)?
+                        .tsval()
+                        .ok_or_else(|| format!("the segment of `{name}` carried no timestamp"))?;
+                    if want == *e {
+                        Ok(())
+                    } else {
+                        Err(format!("TSecr {e} ≠ {want}, the TSval of `{name}`"))
+                    }
+                }
+            }
+        }
+        (
+            OptSpec::FastOpen(f),
+            TcpOption::Unknown {
+                kind: FAST_OPEN,
+                data,
+            },
+        ) => match f {
+            FoSpec::AnyCookie if (4..=16).contains(&data.len()) => Ok(()),
+            FoSpec::AnyCookie => Err(format!(
+                "a Fast Open cookie of {} bytes (4 to 16 expected)",
+                data.len()
+            )),
+            FoSpec::Cookie(c) if c == data => Ok(()),
+            FoSpec::Cookie(_) => Err("another Fast Open cookie".into()),
+            FoSpec::Of(name) => match named.get(name)?.cookie() {
+                Some(c) if c == data.as_slice() => Ok(()),
+                Some(_) => Err(format!("not the cookie `{name}` carried")),
+                None => Err(format!(
+                    "the segment of `{name}` carried no Fast Open cookie"
+                )),
+            },
+        },
+        _ => Err(String::new()),
+    }
 }
 
 /// How far a window's edges may move: CPU time the host took from this machine (steal) near

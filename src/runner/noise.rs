@@ -10,6 +10,10 @@
 //!   for its CPU like any task. Its run delay (schedstat) says how long: the SUT's own timer
 //!   lateness, measured where it happens. It can only make a window's late edge *may*-late:
 //!   a verdict it alone could change is inconclusive, never a pass.
+//! - **Agent run delay** (`TaskWatch`): an agent stack's timers fire on the agent process's
+//!   threads, which on a busy machine wait for a CPU like any task; their summed run delay
+//!   (schedstat) is sampled for the life of the agent. Like softirq waits it only widens what a
+//!   late edge *may* allow: a verdict it alone could change is inconclusive.
 //! - **Harness stalls** (`harness_stall`): one thread per CPU (pinned, at real-time priority
 //!   where allowed) sleeps 1 ms at a time and records how late it wakes. A late wake-up means
 //!   the harness's own threads could not run (the process was stopped, or starved). That
@@ -39,6 +43,8 @@ static STALLS: OnceLock<Samples<Duration>> = OnceLock::new();
 static STEAL: OnceLock<Samples<Vec<u64>>> = OnceLock::new();
 /// Softirq-thread samples: when read, and each CPU's ksoftirqd run delay so far (ns).
 static SOFTIRQ: OnceLock<Samples<Vec<u64>>> = OnceLock::new();
+/// The `ksoftirqd/N` threads, found once.
+static KSOFTIRQD: OnceLock<Vec<u32>> = OnceLock::new();
 
 /// Starts the monitor threads once per process.
 pub fn start() {
@@ -90,9 +96,14 @@ fn record(at: SystemTime, late: Duration) {
     }
 }
 
-/// Appends a timed sample and forgets those older than [`KEEP`].
+/// Appends a timed sample and forgets those older than [`KEEP`]. Two threads take samples
+/// (the sampler, and a judge that needs one after its moment): one read before the latest
+/// kept is dropped, so the queue stays in time order.
 fn keep_recent<T>(q: &Samples<T>, at: SystemTime, item: T) {
     let mut s = q.lock().unwrap_or_else(|e| e.into_inner());
+    if s.back().is_some_and(|(t, _)| *t >= at) {
+        return;
+    }
     s.push_back((at, item));
     while s
         .front()
@@ -116,17 +127,40 @@ pub fn harness_stall(from: SystemTime, to: SystemTime) -> Duration {
         .unwrap_or_default()
 }
 
+/// The sampler: real-time where allowed, as a normal thread starved under load left gaps of
+/// tens of ms between samples. It reads two small /proc files every 10 ms.
 fn sample_steal() {
-    let ksoftirqd = ksoftirqd_pids();
+    let _rt = crate::realtime::Realtime::enter();
     loop {
-        let now = SystemTime::now();
-        if let Some(ticks) = read_steal() {
-            push_steal(now, ticks);
-        }
-        if let Some(q) = SOFTIRQ.get().filter(|_| !ksoftirqd.is_empty()) {
-            keep_recent(q, now, ksoftirqd.iter().map(|p| run_delay(*p)).collect());
-        }
+        sample_machine();
         std::thread::sleep(STEAL_EVERY);
+    }
+}
+
+/// One steal and softirq-thread sample, now.
+fn sample_machine() {
+    let ksoftirqd = KSOFTIRQD.get_or_init(ksoftirqd_pids);
+    let now = SystemTime::now();
+    if let Some(ticks) = read_steal() {
+        push_steal(now, ticks);
+    }
+    if let Some(q) = SOFTIRQ.get().filter(|_| !ksoftirqd.is_empty()) {
+        keep_recent(q, now, ksoftirqd.iter().map(|p| run_delay(*p)).collect());
+    }
+}
+
+/// A sample at or after `to` exists once this returns (when sampling works at all): a span's
+/// noise is the growth up to the first sample after its end, and a judgment made right at the
+/// end would otherwise read the growth only up to the last sample before it, up to 10 ms
+/// (more when the sampler was held up) short: noise missed there read as none.
+fn sampled_past(q: &Samples<Vec<u64>>, to: SystemTime, take: impl FnOnce()) {
+    let behind = q
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .back()
+        .is_none_or(|(t, _)| *t < to);
+    if behind && SystemTime::now() >= to {
+        take();
     }
 }
 
@@ -160,6 +194,7 @@ pub fn softirq_wait(from: SystemTime, to: SystemTime) -> Duration {
     let Some(q) = SOFTIRQ.get() else {
         return Duration::ZERO;
     };
+    sampled_past(q, to, sample_machine);
     let s = q.lock().unwrap_or_else(|e| e.into_inner());
     Duration::from_nanos(most_growth(&s, from, to))
 }
@@ -208,6 +243,7 @@ pub fn steal(from: SystemTime, to: SystemTime) -> Duration {
     let Some(steal) = STEAL.get() else {
         return Duration::ZERO;
     };
+    sampled_past(steal, to, sample_machine);
     let s = steal.lock().unwrap_or_else(|e| e.into_inner());
     steal_between(&s, from, to)
 }
@@ -239,9 +275,114 @@ fn most_growth(s: &VecDeque<(SystemTime, Vec<u64>)>, from: SystemTime, to: Syste
     }
 }
 
+/// The run delay of one process's threads, sampled every [`STEAL_EVERY`] on a thread of its
+/// own until dropped.
+pub struct TaskWatch {
+    samples: std::sync::Arc<Samples<Vec<u64>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pid: u32,
+}
+
+impl TaskWatch {
+    /// Starts watching `pid`; None when its schedstat cannot be read (no such process, or a
+    /// kernel without schedstats), and the agent's lateness then goes unmeasured.
+    pub fn start(pid: u32) -> Option<TaskWatch> {
+        task_run_delay(pid)?;
+        let samples = std::sync::Arc::new(Mutex::new(VecDeque::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (q, done) = (samples.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("halfclose-agent-delay".into())
+            .spawn(move || {
+                let _rt = crate::realtime::Realtime::enter();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    match task_run_delay(pid) {
+                        Some(ns) => keep_recent(&q, SystemTime::now(), vec![ns]),
+                        None => break,
+                    }
+                    std::thread::sleep(STEAL_EVERY);
+                }
+            })
+            .ok()?;
+        Some(TaskWatch { samples, stop, pid })
+    }
+
+    /// At most how long the process's threads, together, waited for a CPU around
+    /// `[from, to]` (from the last sample before `from` to the first after `to`). Summed over
+    /// threads, so it over-counts when several waited at once: it is a *may* bound only.
+    pub fn wait(&self, from: SystemTime, to: SystemTime) -> Duration {
+        sampled_past(&self.samples, to, || {
+            if let Some(ns) = task_run_delay(self.pid) {
+                keep_recent(&self.samples, SystemTime::now(), vec![ns]);
+            }
+        });
+        let s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        Duration::from_nanos(most_growth(&s, from, to))
+    }
+}
+
+impl Drop for TaskWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The summed run delay (ns) of every thread of `pid`; None if the process is gone.
+fn task_run_delay(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_run_delay_is_watched_and_grows_only_forward() {
+        let w = TaskWatch::start(std::process::id()).expect("our own schedstat");
+        let t0 = SystemTime::now();
+        std::thread::sleep(Duration::from_millis(40));
+        let d = w.wait(t0, SystemTime::now());
+        // Our threads wait for a CPU a little at most on an idle machine; the bound is the
+        // growth of a running total, never negative, and zero over an empty span long ago.
+        assert!(d < Duration::from_secs(40), "{d:?}");
+        assert_eq!(
+            w.wait(t0 - Duration::from_secs(100), t0 - Duration::from_secs(99)),
+            Duration::ZERO
+        );
+        assert!(TaskWatch::start(u32::MAX).is_none());
+    }
+
+    /// A span judged right at its end gets a sample after it, so the growth up to the end is
+    /// read, not stopped at the last sample before it; one already past it, or an end still
+    /// to come, takes none.
+    #[test]
+    fn a_span_is_read_to_a_sample_past_its_end() {
+        let q: Samples<Vec<u64>> = Mutex::new(VecDeque::new());
+        let now = SystemTime::now();
+        keep_recent(&q, now - Duration::from_millis(30), vec![5]);
+        let end = now - Duration::from_millis(1);
+        sampled_past(&q, end, || keep_recent(&q, SystemTime::now(), vec![9]));
+        let s = q.lock().unwrap();
+        assert_eq!(most_growth(&s, now - Duration::from_millis(20), end), 4);
+        drop(s);
+        let took = std::cell::Cell::new(false);
+        sampled_past(&q, end, || took.set(true));
+        sampled_past(&q, now + Duration::from_secs(5), || took.set(true));
+        assert!(!took.get());
+        // Out of order: a sample read before the latest one kept is dropped.
+        keep_recent(&q, now - Duration::from_millis(10), vec![0]);
+        assert_eq!(q.lock().unwrap().len(), 2);
+    }
 
     #[test]
     fn stalls_count_where_they_overlap() {

@@ -2,10 +2,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::matching::NamedSegment;
 use super::{matching, offset_text, sleep_until, Failure, Run, WAIT_BEYOND};
 use crate::peer::{Arrival, PeerConn};
 use crate::script::values::show_duration;
-use crate::script::{ExpectSpec, SendSpec, SeqSpec, Step, Window};
+use crate::script::{
+    Action, ExpectSpec, FoSpec, NumField, NumRef, OptSpec, SendSpec, SeqSpec, Step, TsRef, Window,
+};
 use crate::topology;
 use crate::wire::{self, TcpFlags};
 
@@ -18,6 +21,8 @@ impl Run<'_> {
     /// later than the harness's slack makes the trial inconclusive (the SUT saw another
     /// script than the one written).
     pub(super) fn send(&mut self, step: &Step, spec: &SendSpec) -> Result<(), Failure> {
+        let filled = self.fill_send(step, spec)?;
+        let spec = filled.as_ref().unwrap_or(spec);
         let mut due = self.clock;
         if spec.delay > Duration::ZERO {
             let (from, _) = self.anchor_of(step, spec.since.as_deref())?;
@@ -37,15 +42,16 @@ impl Run<'_> {
 
     /// Builds, sends (or drops) and records one peer segment; returns when it left (a dropped
     /// one "leaves" at `due` or now, whichever is later).
-    fn transmit(
+    pub(super) fn transmit(
         &mut self,
         step: &Step,
         spec: &SendSpec,
         conn: &str,
         due: SystemTime,
     ) -> Result<SystemTime, Failure> {
+        let resolved = self.resolve_options(step, spec)?;
         let c = self.conn(conn);
-        let tcp = c.build(spec);
+        let tcp = c.build(resolved.as_ref().unwrap_or(spec));
         if let Err(why) = tcp.check() {
             let detail = format!("cannot build this segment: {why}");
             return Err(self.fail(step, "send".into(), vec![("error:".into(), detail)]));
@@ -75,10 +81,180 @@ impl Run<'_> {
             sent.at
         };
         self.conn_mut(conn).on_sent(&tcp, at, spec.drop);
+        if let (Some(name), Action::Send(_)) = (&step.name, &step.action) {
+            let seen = NamedSegment {
+                options: tcp.options.clone(),
+                at,
+            };
+            self.named_segments.insert(name.clone(), seen);
+        }
         Ok(at)
     }
 
+    /// The value of `${name + N}` for a field.
+    fn captured_value(
+        &self,
+        step: &Step,
+        field: NumField,
+        name: &str,
+        off: i64,
+    ) -> Result<i64, Failure> {
+        let v = self.captured.get(name).copied().ok_or_else(|| {
+            self.fail(
+                step,
+                format!("{}: ${{{name}}}", field.name()),
+                vec![(
+                    "error:".into(),
+                    format!("`{name}` was never captured (its `expect` did not run)"),
+                )],
+            )
+        })?;
+        v.checked_add(off).ok_or_else(|| {
+            self.fail(
+                step,
+                format!("{}: ${{{name}}}", field.name()),
+                vec![("error:".into(), format!("{v} + {off} is out of range"))],
+            )
+        })
+    }
+
+    /// The fields a send takes from captured values, filled in; None: it takes none.
+    fn fill_send(&self, step: &Step, spec: &SendSpec) -> Result<Option<SendSpec>, Failure> {
+        if spec.refs.is_empty() {
+            return Ok(None);
+        }
+        let mut out = spec.clone();
+        self.apply_refs(step, &spec.refs, &mut out.seq, &mut out.ack, &mut out.win)?;
+        Ok(Some(out))
+    }
+
+    /// An expectation with the captured values it compares with filled in.
+    fn fill_expect(&self, step: &Step, spec: &ExpectSpec) -> Result<Option<ExpectSpec>, Failure> {
+        if !spec.refs.iter().any(|(_, r)| matches!(r, NumRef::Use(..))) {
+            return Ok(None);
+        }
+        let mut out = spec.clone();
+        self.apply_refs(step, &spec.refs, &mut out.seq, &mut out.ack, &mut out.win)?;
+        Ok(Some(out))
+    }
+
+    fn apply_refs(
+        &self,
+        step: &Step,
+        refs: &[(NumField, NumRef)],
+        seq: &mut Option<SeqSpec>,
+        ack: &mut Option<SeqSpec>,
+        win: &mut Option<u16>,
+    ) -> Result<(), Failure> {
+        for (field, r) in refs {
+            if let NumRef::Use(n, off) = r {
+                let v = self.captured_value(step, *field, n, *off)?;
+                self.set_field(step, field, v, seq, ack, win)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_field(
+        &self,
+        step: &Step,
+        field: &NumField,
+        v: i64,
+        seq: &mut Option<SeqSpec>,
+        ack: &mut Option<SeqSpec>,
+        win: &mut Option<u16>,
+    ) -> Result<(), Failure> {
+        match field {
+            NumField::Seq => *seq = Some(SeqSpec::Rel(v)),
+            NumField::Ack => *ack = Some(SeqSpec::Rel(v)),
+            NumField::Win => {
+                let w = u16::try_from(v).map_err(|_| {
+                    self.fail(
+                        step,
+                        "win".into(),
+                        vec![(
+                            "error:".into(),
+                            format!("the computed window {v} is outside 0..65535"),
+                        )],
+                    )
+                })?;
+                *win = Some(w);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the fields a matched segment's `=name` captures, as the script writes them:
+    /// `seq` relative to the SUT's ISN, `ack` to the peer's, `win` the raw field.
+    fn capture_values(&mut self, spec: &ExpectSpec, tcp: &crate::wire::TcpRepr) {
+        let c = self.conn(&spec.conn);
+        let (sut_isn, isn) = (c.sut_isn.unwrap_or(tcp.seq), c.isn);
+        for (field, r) in &spec.refs {
+            if let NumRef::Bind(n) = r {
+                let v = match field {
+                    NumField::Seq => wire::seq::rel(tcp.seq, sut_isn),
+                    NumField::Ack => wire::seq::rel(tcp.ack, isn),
+                    NumField::Win => i64::from(tcp.window),
+                };
+                self.captured.insert(n.clone(), v);
+            }
+        }
+    }
+
+    /// A send's options with their references to named segments (`ts ecr @synack`, `fo
+    /// @synack`) replaced by the values those segments carried; None: it has none.
+    fn resolve_options(&self, step: &Step, spec: &SendSpec) -> Result<Option<SendSpec>, Failure> {
+        let Some(list) = &spec.options else {
+            return Ok(None);
+        };
+        if !list
+            .iter()
+            .any(|o| matches!(o, OptSpec::Ts { .. } | OptSpec::FastOpen(FoSpec::Of(_))))
+        {
+            return Ok(None);
+        }
+        let fail = |why: String| self.fail(step, "send".into(), vec![("error:".into(), why)]);
+        let seg = |n: &str| {
+            self.named_segments
+                .get(n)
+                .ok_or_else(|| fail(format!("no segment of step `{n}` was seen")))
+        };
+        let tsval = |n: &str| {
+            seg(n)?
+                .tsval()
+                .ok_or_else(|| fail(format!("the segment of `{n}` carried no timestamp")))
+        };
+        let ts = |r: &TsRef| -> Result<TsRef, Failure> {
+            Ok(match r {
+                TsRef::Of(n) => TsRef::Abs(tsval(n)?),
+                other => other.clone(),
+            })
+        };
+        let mut out = Vec::new();
+        for o in list {
+            out.push(match o {
+                OptSpec::Ts { val, ecr } => OptSpec::Ts {
+                    val: ts(val)?,
+                    ecr: ts(ecr)?,
+                },
+                OptSpec::FastOpen(FoSpec::Of(n)) => {
+                    let cookie = seg(n)?.cookie().ok_or_else(|| {
+                        fail(format!("the segment of `{n}` carried no Fast Open cookie"))
+                    })?;
+                    OptSpec::FastOpen(FoSpec::Cookie(cookie.to_vec()))
+                }
+                other => other.clone(),
+            });
+        }
+        Ok(Some(SendSpec {
+            options: Some(out),
+            ..spec.clone()
+        }))
+    }
+
     pub(super) fn expect(&mut self, step: &Step, spec: &ExpectSpec) -> Result<(), Failure> {
+        let filled = self.fill_expect(step, spec)?;
+        let spec = filled.as_ref().unwrap_or(spec);
         let window = self.resolve_window(&spec.window, &spec.conn);
         let (from, from_what) = self.window_start(step, &window)?;
         let want = matching::describe_expect(spec);
@@ -88,7 +264,11 @@ impl Run<'_> {
         let conn = self.conn(&spec.conn);
         let actual = conn.describe_received(&got.tcp);
         let offset = offset_text(got.at, from);
-        let checked = matching::check_segment(spec, &got, conn).and_then(|()| {
+        let named = matching::Named {
+            segments: &self.named_segments,
+            ts_tick: self.profile.ts_tick(),
+        };
+        let checked = matching::check_segment(spec, &got, conn, &named).and_then(|()| {
             if conn.owns(&got.tcp) {
                 Ok(())
             } else {
@@ -144,6 +324,14 @@ impl Run<'_> {
         offset: &str,
     ) {
         let place = self.short_place(step);
+        if let Some(name) = &step.name {
+            let seen = NamedSegment {
+                options: got.tcp.options.clone(),
+                at: got.at,
+            };
+            self.named_segments.insert(name.clone(), seen);
+        }
+        self.capture_values(spec, &got.tcp);
         let c = self.conn_mut(&spec.conn);
         c.note_transmission(&got.tcp, got.at);
         let note = if spec.drop {
@@ -289,6 +477,7 @@ impl Run<'_> {
             TcpFlags::ACK
         };
         let spec = SendSpec {
+            refs: Vec::new(),
             conn: conn.to_string(),
             flags,
             seq: Some(SeqSpec::Abs(seq)),

@@ -22,6 +22,7 @@ fn show(s: Option<TcpState>) -> String {
 
 impl Run<'_> {
     fn look(&mut self, step: &Step, conn: &str) -> Result<Option<SockInfo>, Failure> {
+        self.finish_samples();
         let (local, remote) = self.addrs(conn);
         let asked = SystemTime::now();
         let info = self.sut.connection(local, remote).map_err(|e| {
@@ -48,6 +49,8 @@ impl Run<'_> {
         let until = Instant::now() + SETTLE;
         let due = self.clock;
         self.check_late(step, "the state check", due, SystemTime::now());
+        // The trace's looks first, so this one's span is its own round trip.
+        self.finish_samples();
         let (info, read_from, read_to) = loop {
             let from = SystemTime::now();
             let info = self.look(step, &check.conn)?;
@@ -58,6 +61,10 @@ impl Run<'_> {
         };
         let got = info.as_ref().map(|i| i.state);
         if got != check.want {
+            // The look saw the state at some moment between asking and the answer: an answer
+            // slower than the slack (an agent held up, say) leaves that moment too vague to
+            // say the SUT was in the wrong state when the script says.
+            self.excuse_slow_look(step, "the state check's answer", (read_from, read_to));
             return Err(self.mismatch(
                 step,
                 format!("state {}", show(check.want)),
@@ -69,6 +76,12 @@ impl Run<'_> {
             return Ok(());
         };
         let (lo, hi) = self.timer_range(step, timer, &check.since, (read_from, read_to))?;
+        let reading = format!(
+            "{} timer {} remaining",
+            info.timer,
+            show_duration(info.expires)
+        );
+        self.event(step, read_to, crate::ladder::Kind::Timer, reading);
         let place = self.short_place(step);
         self.notes.measurements.push(format!(
             "{place}: {} timer {} remaining (expected {}..{})",
@@ -97,6 +110,26 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// A look at the SUT saw it at some moment between asking and the answer; an answer
+    /// slower than the harness's slack leaves that moment too vague to judge by: the run is
+    /// inconclusive.
+    fn excuse_slow_look(
+        &mut self,
+        step: &Step,
+        what: &str,
+        (asked, answered): (SystemTime, SystemTime),
+    ) {
+        let took = answered.duration_since(asked).unwrap_or_default();
+        if took > self.profile.harness_slack() {
+            let place = self.short_place(step);
+            self.excuse(format!(
+                "{place}: {what} took {} (the harness's slack is {})",
+                show_precise(took),
+                show_duration(self.profile.harness_slack())
+            ));
+        }
+    }
+
     /// The range a timer reading must fall in: typed in the script, or from the profile: the
     /// armed length less the time since the event that armed it (the previous event, or the
     /// step `since` names), both ends, with the machine's measured stalls added.
@@ -114,15 +147,7 @@ impl Run<'_> {
         let (from, _) = self.anchor_of(step, since.as_deref())?;
         // The kernel read the timer somewhere between the request and the reply: a reply the
         // harness took long to get makes that moment too vague to judge a reading by.
-        let vague = read_to.duration_since(read_from).unwrap_or_default();
-        if vague > self.profile.harness_slack() {
-            let place = self.short_place(step);
-            self.excuse(format!(
-                "{place}: reading the timer took {} (the harness's slack is {})",
-                show_precise(vague),
-                show_duration(self.profile.harness_slack())
-            ));
-        }
+        self.excuse_slow_look(step, "reading the timer", (read_from, read_to));
         let elapsed_lo = read_from.duration_since(from).unwrap_or_default();
         let elapsed_hi = read_to.duration_since(from).unwrap_or_default();
         Ok(self.profile.reading_range(armed, elapsed_lo, elapsed_hi))
@@ -146,6 +171,7 @@ impl Run<'_> {
         // The state was there when a look that saw it was asked for, and gone by the time
         // the look that missed it was answered: its end lies between, however late the
         // harness looked.
+        self.finish_samples();
         let mut seen = self.last_seen(conn, state);
         let (gone_by, now) = loop {
             let asked = SystemTime::now();
@@ -258,7 +284,9 @@ impl Run<'_> {
         step: &Step,
         want: &[Option<TcpState>],
     ) -> Result<(), Failure> {
+        self.finish_samples();
         self.sample();
+        self.finish_samples();
         self.update_exact_trace();
         let got = states_of(self.trace.states());
         let ok = if self.trace.source == Source::Tracepoint {

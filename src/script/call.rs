@@ -9,6 +9,12 @@ use std::fmt;
 
 use nix::errno::Errno;
 
+use super::names::{self, TcpiField};
+
+/// The longest a call may be told to block (poll's timeout, SO_RCVTIMEO): a call thread
+/// blocked longer could outlive its trial (closing a descriptor does not wake its readers).
+pub const MAX_BLOCK_MS: i64 = 10_000;
+
 /// The descriptor a call acts on when the script names none.
 pub const DEFAULT_FD: &str = "conn";
 
@@ -38,6 +44,69 @@ pub enum Func {
     /// A second descriptor for the same socket; its name comes from `= name`.
     Dup,
     SetSockOpt(SockOpt),
+    /// `fcntl(F_GETFL)` (the result is the flags) or `fcntl(F_SETFL, FLAGS)`.
+    Fcntl(Fcntl),
+    /// `poll(fd, EVENTS, TIMEOUT_MS)`: the result is `revents`.
+    Poll {
+        events: u32,
+        timeout_ms: i32,
+    },
+    /// `epoll(fd, EVENTS, TIMEOUT_MS)`: epoll_wait on an epoll instance of the descriptor's
+    /// own, registered with EVENTS at its first use (and modified when EVENTS change, which
+    /// re-arms EPOLLET); the result is the events delivered, 0 on a timeout.
+    Epoll {
+        events: u32,
+        timeout_ms: i32,
+    },
+    GetSockOpt(GetOpt),
+    Ioctl(Ioctl),
+    /// send(2) with explicit flags; without MSG_NOSIGNAL a SIGPIPE is observed.
+    Send {
+        payload: Payload,
+        flags: u32,
+    },
+    /// recv(2) with flags (MSG_PEEK, MSG_DONTWAIT, …).
+    Recv {
+        max: usize,
+        flags: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fcntl {
+    GetFl,
+    SetFl(u32),
+}
+
+/// The socket options a script can read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetOpt {
+    /// The pending socket error (and clears it): `= 0` or `= ECONNRESET`.
+    SoError,
+    /// `struct tcp_info`, checked field by field.
+    TcpInfo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ioctl {
+    /// Bytes received and not yet read (SIOCINQ, FIONREAD).
+    InQ,
+    /// Bytes written and not yet acknowledged by the peer (SIOCOUTQ).
+    OutQ,
+    /// Bytes written and not yet sent (SIOCOUTQNSD).
+    OutQNsd,
+}
+
+impl Func {
+    /// Does its result hold a bit mask (shown with these names)?
+    pub fn mask_names(&self) -> Option<&'static [(&'static str, u32)]> {
+        match self {
+            Func::Poll { .. } => Some(names::POLL_EVENTS),
+            Func::Epoll { .. } => Some(names::EPOLL_EVENTS),
+            Func::Fcntl(Fcntl::GetFl) => Some(names::FILE_FLAGS),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,13 +140,24 @@ pub enum How {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SockOpt {
-    Linger { on: bool, secs: i32 },
+    Linger {
+        on: bool,
+        secs: i32,
+    },
     Linger2(i32),
     RcvBuf(i32),
     SndBuf(i32),
     NoDelay(bool),
     KeepAlive(bool),
     ReuseAddr(bool),
+    /// TCP_USER_TIMEOUT, in milliseconds.
+    UserTimeout(u32),
+    /// TCP_FASTOPEN on a listener: the queue length of pending Fast Open requests.
+    FastOpen(i32),
+    /// SO_SNDTIMEO, in milliseconds.
+    SndTimeo(u32),
+    /// SO_RCVTIMEO, in milliseconds.
+    RcvTimeo(u32),
 }
 
 /// What the call must return.
@@ -89,8 +169,49 @@ pub enum Outcome {
     /// `read` must return exactly these bytes.
     Data(Vec<u8>),
     Errno(Errno),
+    /// `= -1`: the call must fail, with any errno.
+    AnyErrno,
     /// Success; the new descriptor gets this name.
     NewFd(String),
+    /// A bit mask: revents of poll/epoll, the flags of fcntl(F_GETFL).
+    Mask(u32),
+    /// getsockopt(SO_ERROR): the pending error must be this one (None: no error, `= 0`).
+    SoError(Option<Errno>),
+    /// getsockopt(TCP_INFO): these fields must hold these values; the others may hold any.
+    TcpInfo(Vec<FieldCheck>),
+}
+
+/// One field of a TCP_INFO expectation: `unacked=0`, `state=CLOSE_WAIT`, `rto=200000..220000`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldCheck {
+    pub field: TcpiField,
+    pub min: u64,
+    pub max: u64,
+    /// `tcpi_options&TCPI_OPT_SYN_DATA`: these bits must be set, the others may be anything.
+    pub bits: Option<u64>,
+}
+
+impl FieldCheck {
+    pub fn holds(&self, v: u64) -> bool {
+        match self.bits {
+            Some(b) => v & b == b,
+            None => (self.min..=self.max).contains(&v),
+        }
+    }
+}
+
+impl fmt::Display for FieldCheck {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let name = self.field.name;
+        if let Some(b) = self.bits {
+            return write!(f, "tcpi_{name}&{}", self.field.show(b));
+        }
+        if self.min == self.max {
+            write!(f, "tcpi_{name}={}", self.field.show(self.min))
+        } else {
+            write!(f, "tcpi_{name}={}..{}", self.min, self.max)
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +219,9 @@ pub struct Call {
     pub func: Func,
     pub fd: String,
     pub outcome: Outcome,
+    /// `= … SIGPIPE`: the call must raise SIGPIPE (only send() without MSG_NOSIGNAL can;
+    /// one that does when the script does not say so fails).
+    pub sigpipe: bool,
     /// The text as written, for messages and capture comments.
     pub text: String,
 }
@@ -125,6 +249,8 @@ fn err<T>(offset: usize, message: impl Into<String>) -> Result<T, CallError> {
 #[derive(Clone, Debug, PartialEq)]
 enum Arg {
     Ident(String),
+    /// `A|B|C`: constants or'ed together.
+    Names(Vec<String>),
     Int(i64),
     Str(Vec<u8>),
 }
@@ -237,6 +363,16 @@ impl Lexer {
             return Ok((at, Arg::Int(n)));
         }
         match self.ident() {
+            Some((_, id)) if self.peek() == Some('|') => {
+                let mut all = vec![id];
+                while self.eat('|') {
+                    match self.ident() {
+                        Some((_, id)) => all.push(id),
+                        None => return err(self.pos, "expected a constant after `|`"),
+                    }
+                }
+                Ok((at, Arg::Names(all)))
+            }
             Some((_, id)) => Ok((at, Arg::Ident(id))),
             None => err(
                 at,
@@ -301,7 +437,7 @@ fn finish(
         _ => DEFAULT_FD.to_string(),
     };
     let func = build_func(name_at, name, &args, lx.pos)?;
-    let outcome = parse_outcome(lx, &func)?;
+    let (outcome, sigpipe) = parse_outcome(lx, &func)?;
     if let Some(c) = lx.peek() {
         return err(lx.pos, format!("unexpected `{c}` after the call"));
     }
@@ -309,6 +445,7 @@ fn finish(
         func,
         fd,
         outcome,
+        sigpipe,
         text: text.trim().to_string(),
     })
 }
@@ -347,25 +484,77 @@ fn build_func(
             let backlog = if args.is_empty() { 16 } else { int_at(0, "a backlog")? as i32 };
             return Ok(Func::Listen { backlog });
         }
-        "write" | "send" => {
+        "write" => {
             arity(1)?;
+            return Ok(Func::Write(payload_at(args, 0, name, end)?));
+        }
+        "send" => {
+            arity(2)?;
+            let payload = payload_at(args, 0, name, end)?;
+            let flags = optional_mask(args, 1, names::MSG_FLAGS)?;
+            return Ok(Func::Send { payload, flags });
+        }
+        "read" => {
+            arity(1)?;
+            return Ok(Func::Read { max: buffer_at(args, 0, name, end)? });
+        }
+        "recv" => {
+            arity(2)?;
+            let max = buffer_at(args, 0, name, end)?;
+            let flags = optional_mask(args, 1, names::MSG_FLAGS)?;
+            return Ok(Func::Recv { max, flags });
+        }
+        "poll" | "epoll" => {
+            arity(2)?;
+            let table = if name == "poll" { names::POLL_EVENTS } else { names::EPOLL_EVENTS };
+            let events = match args.first() {
+                Some(a) => mask_arg(a, table)?,
+                None => return err(end, format!("{name}() needs the events to wait for, like {}IN", name.to_uppercase())),
+            };
+            let timeout = int_at(1, "a timeout in milliseconds")?;
+            if !(0..=MAX_BLOCK_MS).contains(&timeout) {
+                return err(args[1].0, format!("the timeout is 0 to {MAX_BLOCK_MS} ms (0: do not wait; the harness's limit on a blocked call)"));
+            }
+            let timeout_ms = timeout as i32;
+            return Ok(if name == "poll" {
+                Func::Poll { events, timeout_ms }
+            } else {
+                Func::Epoll { events, timeout_ms }
+            });
+        }
+        "fcntl" => {
+            arity(2)?;
             return match args.first() {
-                Some((_, Arg::Str(b))) => Ok(Func::Write(Payload::Bytes(b.clone()))),
-                Some((at, Arg::Int(n))) if *n >= 0 && *n <= 16 << 20 => {
-                    let _ = at;
-                    Ok(Func::Write(Payload::Len(*n as usize)))
+                Some((_, Arg::Ident(c))) if c == "F_GETFL" => {
+                    arity(1)?;
+                    Ok(Func::Fcntl(Fcntl::GetFl))
                 }
-                Some((at, _)) => err(*at, "expected a length (0 to 16 MiB) or a \"string\""),
-                None => err(end, "write() needs a length or a \"string\""),
+                Some((_, Arg::Ident(c))) if c == "F_SETFL" => match args.get(1) {
+                    Some(a) => Ok(Func::Fcntl(Fcntl::SetFl(mask_arg(a, names::FILE_FLAGS)?))),
+                    None => err(end, "fcntl(F_SETFL, …) needs the flags, like O_RDWR|O_NONBLOCK"),
+                },
+                Some((at, _)) => err(*at, "expected F_GETFL or F_SETFL"),
+                None => err(end, "fcntl() needs F_GETFL or F_SETFL"),
             };
         }
-        "read" | "recv" => {
+        "getsockopt" => {
             arity(1)?;
-            let max = int_at(0, "a buffer size")?;
-            if !(0..=16 << 20).contains(&max) {
-                return err(args[0].0, "buffer size must be 0 to 16 MiB");
-            }
-            return Ok(Func::Read { max: max as usize });
+            return match args.first() {
+                Some((_, Arg::Ident(o))) if o == "SO_ERROR" => Ok(Func::GetSockOpt(GetOpt::SoError)),
+                Some((_, Arg::Ident(o))) if o == "TCP_INFO" => Ok(Func::GetSockOpt(GetOpt::TcpInfo)),
+                Some((at, _)) => err(*at, "expected SO_ERROR or TCP_INFO"),
+                None => err(end, "getsockopt() needs SO_ERROR or TCP_INFO"),
+            };
+        }
+        "ioctl" => {
+            arity(1)?;
+            return match args.first() {
+                Some((_, Arg::Ident(r))) if r == "SIOCINQ" || r == "FIONREAD" => Ok(Func::Ioctl(Ioctl::InQ)),
+                Some((_, Arg::Ident(r))) if r == "SIOCOUTQ" || r == "TIOCOUTQ" => Ok(Func::Ioctl(Ioctl::OutQ)),
+                Some((_, Arg::Ident(r))) if r == "SIOCOUTQNSD" => Ok(Func::Ioctl(Ioctl::OutQNsd)),
+                Some((at, _)) => err(*at, "expected SIOCINQ, SIOCOUTQ or SIOCOUTQNSD"),
+                None => err(end, "ioctl() needs SIOCINQ, SIOCOUTQ or SIOCOUTQNSD"),
+            };
         }
         "read_all" => {
             arity(1)?;
@@ -390,13 +579,57 @@ fn build_func(
             return err(
                 name_at,
                 format!(
-                    "unknown call `{name}`; expected socket, bind, listen, accept, connect, write, read, read_all, shutdown, close, dup or setsockopt"
+                    "unknown call `{name}`; expected socket, bind, listen, accept, connect, write, send, read, recv, read_all, shutdown, close, dup, setsockopt, getsockopt, fcntl, ioctl, poll or epoll"
                 ),
             )
         }
     };
     arity(0)?;
     Ok(func)
+}
+
+/// `N` filler bytes or a "string", the argument at `i`.
+fn payload_at(
+    args: &[(usize, Arg)],
+    i: usize,
+    name: &str,
+    end: usize,
+) -> Result<Payload, CallError> {
+    match args.get(i) {
+        Some((_, Arg::Str(b))) => Ok(Payload::Bytes(b.clone())),
+        Some((_, Arg::Int(n))) if (0..=16 << 20).contains(n) => Ok(Payload::Len(*n as usize)),
+        Some((at, _)) => err(*at, "expected a length (0 to 16 MiB) or a \"string\""),
+        None => err(end, format!("{name}() needs a length or a \"string\"")),
+    }
+}
+
+/// A buffer size (0 to 16 MiB), the argument at `i`.
+fn buffer_at(args: &[(usize, Arg)], i: usize, name: &str, end: usize) -> Result<usize, CallError> {
+    match args.get(i) {
+        Some((_, Arg::Int(n))) if (0..=16 << 20).contains(n) => Ok(*n as usize),
+        Some((at, Arg::Int(_))) => err(*at, "buffer size must be 0 to 16 MiB"),
+        Some((at, _)) => err(*at, "expected a buffer size (a number)"),
+        None => err(end, format!("{name}() needs a buffer size")),
+    }
+}
+
+/// Flags or'ed together (`MSG_PEEK|MSG_DONTWAIT`, `O_NONBLOCK`, `0`).
+fn mask_arg((at, a): &(usize, Arg), table: &[(&str, u32)]) -> Result<u32, CallError> {
+    let list = match a {
+        Arg::Int(n) if u32::try_from(*n).is_ok() => return Ok(*n as u32),
+        Arg::Ident(n) => vec![n.clone()],
+        Arg::Names(v) => v.clone(),
+        _ => return err(*at, format!("expected flags like {} (or 0)", table[0].0)),
+    };
+    names::mask_of(table, &list).map_err(|m| CallError {
+        offset: *at,
+        message: m,
+    })
+}
+
+/// Flags at `i`, 0 when not given.
+fn optional_mask(args: &[(usize, Arg)], i: usize, table: &[(&str, u32)]) -> Result<u32, CallError> {
+    args.get(i).map_or(Ok(0), |a| mask_arg(a, table))
 }
 
 /// `SO_LINGER, 1, 0` · `TCP_LINGER2, 1` · `SO_RCVBUF, 4096` · `TCP_NODELAY, 1` …
@@ -465,52 +698,123 @@ fn parse_sockopt(args: &[(usize, Arg)], end: usize) -> Result<SockOpt, CallError
             want(1)?;
             SockOpt::ReuseAddr(v(0) != 0)
         }
+        "TCP_USER_TIMEOUT" | "SO_SNDTIMEO" | "SO_RCVTIMEO" => {
+            want(1)?;
+            // The socket timeouts bound how long a call thread can stay blocked: 0 (never
+            // time out) would let a thread outlive its trial.
+            let lowest = if name == "TCP_USER_TIMEOUT" { 0 } else { 1 };
+            if !(lowest..=MAX_BLOCK_MS).contains(&ints[0].1) {
+                return err(ints[0].0, format!("{name} takes milliseconds, {lowest} to {MAX_BLOCK_MS}"));
+            }
+            let ms = v(0) as u32;
+            match name {
+                "TCP_USER_TIMEOUT" => SockOpt::UserTimeout(ms),
+                "SO_SNDTIMEO" => SockOpt::SndTimeo(ms),
+                _ => SockOpt::RcvTimeo(ms),
+            }
+        }
+        "TCP_FASTOPEN" => {
+            want(1)?;
+            SockOpt::FastOpen(v(0))
+        }
         _ => {
             return err(
                 name_at,
-                format!("unknown option `{name}`; expected SO_LINGER, TCP_LINGER2, SO_RCVBUF, SO_SNDBUF, TCP_NODELAY, SO_KEEPALIVE or SO_REUSEADDR"),
+                format!("unknown option `{name}`; expected SO_LINGER, TCP_LINGER2, SO_RCVBUF, SO_SNDBUF, TCP_NODELAY, SO_KEEPALIVE, SO_REUSEADDR, TCP_USER_TIMEOUT, TCP_FASTOPEN, SO_SNDTIMEO or SO_RCVTIMEO"),
             )
         }
     })
 }
 
-fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<Outcome, CallError> {
+fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<(Outcome, bool), CallError> {
     let returns_fd = matches!(func, Func::Socket | Func::Accept | Func::Dup);
     if !lx.eat('=') {
-        return Ok(match func {
-            Func::Accept => Outcome::NewFd(DEFAULT_FD.into()),
-            Func::Write(p) => Outcome::Ret(p.bytes().len() as i64),
-            Func::Read { .. } => Outcome::Success,
-            Func::ReadAll { n } => Outcome::Ret(*n as i64),
-            Func::Socket | Func::Dup => Outcome::Success,
-            _ => Outcome::Ret(0),
-        });
+        return Ok((default_outcome(func), false));
     }
     lx.skip_ws();
     let at = lx.pos;
     if lx.peek() == Some('"') {
-        if !matches!(func, Func::Read { .. } | Func::ReadAll { .. }) {
-            return err(at, "only read() can be expected to return a \"string\"");
+        if !matches!(
+            func,
+            Func::Read { .. } | Func::ReadAll { .. } | Func::Recv { .. }
+        ) {
+            return err(
+                at,
+                "only read() and recv() can be expected to return a \"string\"",
+            );
         }
-        return Ok(Outcome::Data(lx.string()?));
+        return Ok((Outcome::Data(lx.string()?), false));
+    }
+    if lx.peek() == Some('{') {
+        if *func != Func::GetSockOpt(GetOpt::TcpInfo) {
+            return err(
+                at,
+                "only getsockopt(TCP_INFO) returns a {field=value, …} structure",
+            );
+        }
+        return Ok((Outcome::TcpInfo(parse_tcp_info(lx)?), false));
     }
     if let Some(n) = lx.int()? {
         if n == -1 {
-            return parse_errno(lx).map(Outcome::Errno);
+            let errno = match lx.peek() {
+                Some(c) if c.is_ascii_alphabetic() => Outcome::Errno(parse_errno(lx)?),
+                _ => Outcome::AnyErrno,
+            };
+            return Ok((errno, parse_signal(lx, func)?));
         }
         if n < 0 {
-            return err(at, "a failing call is written `= -1 ERRNO`");
+            return err(
+                at,
+                "a failing call is written `= -1 ERRNO` (or `= -1` for any errno)",
+            );
         }
-        return Ok(Outcome::Ret(n));
+        return Ok((
+            match func {
+                Func::GetSockOpt(GetOpt::SoError) if n == 0 => Outcome::SoError(None),
+                _ if func.mask_names().is_some() && u32::try_from(n).is_ok() => {
+                    Outcome::Mask(n as u32)
+                }
+                _ => Outcome::Ret(n),
+            },
+            parse_signal(lx, func)?,
+        ));
     }
-    match lx.ident() {
-        Some((_, id)) if id.starts_with('E') && id.chars().all(|c| c.is_ascii_uppercase()) => {
-            errno_by_name(&id).map(Outcome::Errno).ok_or(CallError {
-                offset: at,
-                message: format!("unknown errno `{id}`; expected a name like EPIPE or ENOTCONN"),
-            })
+    let first = lx.ident();
+    if let (Some(names), Some((_, id))) = (func.mask_names(), &first) {
+        let mut all = vec![id.clone()];
+        while lx.eat('|') {
+            match lx.ident() {
+                Some((_, id)) => all.push(id),
+                None => return err(lx.pos, "expected a flag after `|`"),
+            }
         }
-        Some((_, id)) if returns_fd => Ok(Outcome::NewFd(id)),
+        return names::mask_of(names, &all)
+            .map(|m| (Outcome::Mask(m), false))
+            .map_err(|m| CallError {
+                offset: at,
+                message: m,
+            });
+    }
+    match first {
+        Some((_, id)) if *func == Func::GetSockOpt(GetOpt::SoError) => errno_by_name(&id)
+            .map(|e| (Outcome::SoError(Some(e)), false))
+            .ok_or(CallError {
+                offset: at,
+                message: format!(
+                    "unknown errno `{id}`; SO_ERROR reads 0 or an errno like ECONNRESET"
+                ),
+            }),
+        Some((_, id)) if id.starts_with('E') && id.chars().all(|c| c.is_ascii_uppercase()) => {
+            errno_by_name(&id)
+                .map(|e| (Outcome::Errno(e), false))
+                .ok_or(CallError {
+                    offset: at,
+                    message: format!(
+                        "unknown errno `{id}`; expected a name like EPIPE or ENOTCONN"
+                    ),
+                })
+        }
+        Some((_, id)) if returns_fd => Ok((Outcome::NewFd(id), false)),
         Some((_, id)) => err(
             at,
             format!("`{id}`: only socket(), accept() and dup() return a descriptor to name"),
@@ -520,6 +824,151 @@ fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<Outcome, CallError> {
             "expected a result: a number, -1 ERRNO, a \"string\" (read) or a descriptor name",
         ),
     }
+}
+
+/// What a call without `= …` must return.
+fn default_outcome(func: &Func) -> Outcome {
+    match func {
+        Func::Accept => Outcome::NewFd(DEFAULT_FD.into()),
+        Func::Write(p) | Func::Send { payload: p, .. } => Outcome::Ret(p.bytes().len() as i64),
+        Func::Read { .. } | Func::Recv { .. } => Outcome::Success,
+        Func::ReadAll { n } => Outcome::Ret(*n as i64),
+        Func::Socket | Func::Dup => Outcome::Success,
+        // Reading something back without saying what it must be checks nothing: any value.
+        Func::Ioctl(_) | Func::GetSockOpt(_) | Func::Fcntl(Fcntl::GetFl) => Outcome::Success,
+        Func::Poll { .. } | Func::Epoll { .. } => Outcome::Success,
+        _ => Outcome::Ret(0),
+    }
+}
+
+/// `SIGPIPE` after the result: only a send() without MSG_NOSIGNAL can raise it.
+fn parse_signal(lx: &mut Lexer, func: &Func) -> Result<bool, CallError> {
+    let at = {
+        lx.skip_ws();
+        lx.pos
+    };
+    match lx.ident() {
+        None => Ok(false),
+        Some((_, id)) if id == "SIGPIPE" => match func {
+            Func::Send { flags, .. } if flags & names::MSG_FLAGS[2].1 == 0 => Ok(true),
+            Func::Send { .. } => err(at, "with MSG_NOSIGNAL, send() raises no SIGPIPE"),
+            _ => err(at, "only send() (without MSG_NOSIGNAL) is observed raising SIGPIPE; write() never does here"),
+        },
+        Some((_, id)) => err(at, format!("unexpected `{id}` after the result; only SIGPIPE may follow it")),
+    }
+}
+
+/// `{state=CLOSE_WAIT, unacked=0, rto=200000..220000, options=TCPI_OPT_TIMESTAMPS|TCPI_OPT_SACK}`
+fn parse_tcp_info(lx: &mut Lexer) -> Result<Vec<FieldCheck>, CallError> {
+    lx.eat('{');
+    let mut out: Vec<FieldCheck> = Vec::new();
+    loop {
+        lx.skip_ws();
+        let at = lx.pos;
+        let Some((_, name)) = lx.ident() else {
+            return err(
+                at,
+                "expected a tcp_info field like tcpi_state or tcpi_unacked",
+            );
+        };
+        let field = names::tcpi_field(&name).ok_or_else(|| CallError {
+            offset: at,
+            message: format!("unknown tcp_info field `{name}`; expected one of linux/tcp.h's, like tcpi_state, tcpi_unacked, tcpi_options"),
+        })?;
+        if out.iter().any(|c| c.field == field) {
+            return err(at, format!("`{name}` is given twice"));
+        }
+        if lx.eat('&') {
+            if field.name != "options" {
+                return err(lx.pos, "only tcpi_options takes `&FLAGS` (these bits set)");
+            }
+            let (bits, _) = parse_field_value(lx, field)?;
+            out.push(FieldCheck {
+                field,
+                min: 0,
+                max: 0,
+                bits: Some(bits),
+            });
+        } else if lx.eat('=') {
+            let (min, max) = parse_field_value(lx, field)?;
+            out.push(FieldCheck {
+                field,
+                min,
+                max,
+                bits: None,
+            });
+        } else {
+            return err(
+                lx.pos,
+                "expected `=` and the field's value (or `&FLAGS` for tcpi_options)",
+            );
+        }
+        if lx.eat('}') {
+            return Ok(out);
+        }
+        if !lx.eat(',') {
+            return err(lx.pos, "expected `,` or `}`");
+        }
+    }
+}
+
+fn parse_field_value(lx: &mut Lexer, field: TcpiField) -> Result<(u64, u64), CallError> {
+    lx.skip_ws();
+    let at = lx.pos;
+    if let Some((_, id)) = lx.ident() {
+        let mut all = vec![id];
+        while lx.eat('|') {
+            match lx.ident() {
+                Some((_, id)) => all.push(id),
+                None => return err(lx.pos, "expected a flag after `|`"),
+            }
+        }
+        let v = match field.name {
+            "state" if all.len() == 1 => {
+                let bare = all[0].strip_prefix("TCP_").unwrap_or(&all[0]);
+                names::TCP_STATES
+                    .iter()
+                    .find(|(k, _)| *k == bare)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| CallError {
+                        offset: at,
+                        message: format!(
+                            "unknown state `{}`; expected ESTABLISHED, CLOSE_WAIT, CLOSE, …",
+                            all[0]
+                        ),
+                    })?
+            }
+            "options" => {
+                u64::from(
+                    names::mask_of(names::TCPI_OPTIONS, &all).map_err(|m| CallError {
+                        offset: at,
+                        message: m,
+                    })?,
+                )
+            }
+            _ => return err(at, format!("tcpi_{} takes a number", field.name)),
+        };
+        return Ok((v, v));
+    }
+    let number = |lx: &mut Lexer| -> Result<u64, CallError> {
+        let at = lx.pos;
+        match lx.int()? {
+            Some(n) if n >= 0 => Ok(n as u64),
+            _ => err(at, "expected a number (0 or more)"),
+        }
+    };
+    let min = number(lx)?;
+    if lx.eat('.') {
+        if !lx.eat('.') {
+            return err(lx.pos, "a range is written MIN..MAX");
+        }
+        let max = number(lx)?;
+        if max < min {
+            return err(at, "the range's MAX is below its MIN");
+        }
+        return Ok((min, max));
+    }
+    Ok((min, min))
 }
 
 fn parse_errno(lx: &mut Lexer) -> Result<Errno, CallError> {

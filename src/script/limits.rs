@@ -25,14 +25,19 @@ pub fn options_len(options: &[TcpOption]) -> usize {
         * 4
 }
 
-/// The most payload one segment can carry over the link in a family, given the bytes of TCP
-/// options it carries.
+/// The most payload one segment can carry over the default link in a family, given the bytes
+/// of TCP options it carries.
 pub fn max_payload(family: Family, options: usize) -> usize {
+    max_payload_on(LINK_MTU, family, options)
+}
+
+/// The same over a link of `mtu` bytes.
+pub fn max_payload_on(mtu: usize, family: Family, options: usize) -> usize {
     let ip = match family {
         Family::V4 => 20,
         Family::V6 => 40,
     };
-    LINK_MTU.saturating_sub(ip + TCP_HEADER + options)
+    mtu.saturating_sub(ip + TCP_HEADER + options)
 }
 
 /// The option bytes a segment the peer sends will carry: those listed, or, when none are

@@ -10,7 +10,7 @@
 //!     outside: {seq: 70000}
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -199,6 +199,57 @@ pub fn substitute(
     vars: &BTreeMap<String, String>,
     limit: usize,
 ) -> Result<(String, Expansions), (usize, String)> {
+    substitute_with(text, vars, &BTreeSet::new(), limit)
+}
+
+/// Names a script captures from segments at run time (`win: =w`), found in its text.
+pub fn captured_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(':') {
+        let after = rest[i + 1..].trim_start_matches([' ', '\t']);
+        if let Some(name) = after.strip_prefix('=') {
+            let n: String = name
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if n.starts_with(|c: char| c.is_ascii_lowercase()) {
+                out.insert(n);
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out
+}
+
+/// The value of `${name}`, `${name + N}` or `${name - N}`: a variable's text, a numeric
+/// variable with the offset added, or, for a value captured at run time, `"$name+N"` (quoted,
+/// so YAML reads it as text wherever it stands) for the step to fill in.
+fn value_of(
+    reference: &str,
+    vars: &BTreeMap<String, String>,
+    captured: &BTreeSet<String>,
+) -> Option<String> {
+    if let Some(v) = vars.get(reference) {
+        return Some(v.clone());
+    }
+    let (name, off) = super::values::split_offset(reference)?;
+    if let Some(v) = vars.get(name) {
+        let n: i64 = v.trim().parse().ok()?;
+        return Some(n.checked_add(off)?.to_string());
+    }
+    captured
+        .contains(name)
+        .then(|| format!("\"${name}{off:+}\""))
+}
+
+/// [`substitute`], leaving references to values captured at run time for the steps.
+pub fn substitute_with(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+    captured: &BTreeSet<String>,
+    limit: usize,
+) -> Result<(String, Expansions), (usize, String)> {
     let mut out = String::with_capacity(text.len());
     let mut map = Vec::new();
     let mut rest = text;
@@ -210,7 +261,8 @@ pub fn substitute(
             return Err((offset + i, "`${` is not closed; expected ${name}".into()));
         };
         let name = &after[..end];
-        match vars.get(name) {
+        let value = value_of(name, vars, captured);
+        match value.as_ref() {
             Some(v) if out.len() + v.len() + (text.len() - offset - i) > limit => {
                 return Err((
                     offset + i,
@@ -237,7 +289,7 @@ pub fn substitute(
                 let shown = shorten(name);
                 return Err((
                     offset + i,
-                    format!("unknown variable `${{{shown}}}` ({hint})"),
+                    format!("unknown variable `${{{shown}}}` ({hint}; a value captured with `=name` is used as ${{name}} or ${{name + N}})"),
                 ));
             }
         }

@@ -7,10 +7,11 @@
 pub mod call;
 pub mod limits;
 pub mod matrix;
+pub mod names;
 mod raw;
 pub mod values;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::Family;
 pub use call::{Call, Func, Outcome, Payload, SockOpt};
 use matrix::{Combination, Matrix};
 use raw::{MatrixOnly, RawExpect, RawScenario, RawSend, RawSetup, RawStep, SysctlValue};
-pub use values::{OptSpec, SeqSpec};
+pub use values::{FoSpec, NumRef, OptSpec, SeqSpec, TsRef};
 
 /// How long an `expect` waits when the script gives no `within`.
 pub const DEFAULT_WITHIN: Duration = Duration::from_secs(1);
@@ -130,6 +131,8 @@ pub struct Setup {
     pub connections: Vec<ConnDef>,
     pub final_quiet: Duration,
     pub call_timeout: Duration,
+    /// The link's MTU (both veth ends); None: 1500.
+    pub mtu: Option<u32>,
 }
 
 /// A time window for an event, measured from an anchor: the previous timed event (a send, a
@@ -163,8 +166,28 @@ impl std::fmt::Display for ArmedTimer {
     }
 }
 
+/// A number field of a segment that a captured value stands in for or is captured from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumField {
+    Seq,
+    Ack,
+    Win,
+}
+
+impl NumField {
+    pub fn name(self) -> &'static str {
+        match self {
+            NumField::Seq => "seq",
+            NumField::Ack => "ack",
+            NumField::Win => "win",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SendSpec {
+    /// Fields given by captured values (`${w - 1}`), filled in when the step runs.
+    pub refs: Vec<(NumField, NumRef)>,
     pub conn: String,
     pub flags: TcpFlags,
     pub seq: Option<SeqSpec>,
@@ -181,6 +204,8 @@ pub struct SendSpec {
 
 #[derive(Clone, Debug)]
 pub struct ExpectSpec {
+    /// `=w` captures a field's value; `${w - 1}` compares with a captured one.
+    pub refs: Vec<(NumField, NumRef)>,
     pub conn: String,
     pub flags: TcpFlags,
     /// Flags that may or may not be set (`P?`).
@@ -222,9 +247,25 @@ pub enum Action {
         segment: Option<u16>,
         conn: String,
     },
+    /// The peer takes in `bytes` of data from the SUT, ACKing each segment with the window it
+    /// offers, and checks them against what the application wrote.
+    Receive(ReceiveSpec),
     Wait(Duration),
     /// The connection's whole state sequence so far (`conn` only); CLOSED = no socket.
     Transitions(Vec<Option<TcpState>>),
+}
+
+/// A `receive` step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveSpec {
+    pub bytes: usize,
+    /// The window the peer offers, in bytes (scaled by its window scale); None: the setup's.
+    pub window: Option<u32>,
+    /// After this many bytes the peer's ACK closes the window (0) …
+    pub zero_at: Option<usize>,
+    /// … and this long later a window update reopens it.
+    pub reopen_after: Duration,
+    pub conn: String,
 }
 
 /// A `state` step: the connection's state now and, optionally, its timer.
@@ -335,16 +376,10 @@ pub fn read_script(file: &Path) -> Result<String, ScriptError> {
     if meta.len() > MAX_SCRIPT_BYTES {
         return Err(too_big(meta.len()));
     }
-    let mut bytes = Vec::new();
-    std::fs::File::open(file)
-        .and_then(|f| {
-            use std::io::Read;
-            f.take(MAX_SCRIPT_BYTES + 1).read_to_end(&mut bytes)
-        })
-        .map_err(|e| whole(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_SCRIPT_BYTES {
-        return Err(too_big(bytes.len() as u64));
-    }
+    let bytes = crate::preflight::read_capped(file, MAX_SCRIPT_BYTES).map_err(|e| match e {
+        Some(e) => whole(format!("cannot read: {e}")),
+        None => too_big(MAX_SCRIPT_BYTES + 1),
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let before = String::from_utf8_lossy(valid);
@@ -439,21 +474,44 @@ pub fn parse_all(
     let mut out = Vec::new();
     // What the combinations may still expand to, all together.
     let mut budget = MAX_EXPANDED_BYTES as usize;
+    // A script with per-family values is parsed once per family, each scenario for its own.
+    let per_family = family_vars(text, &matrix);
+    let captured = matrix::captured_names(text);
     for combo in matrix.combinations() {
         let in_combo = Cx {
             combo: &combo,
             ..written
         };
-        let (expanded, expansions) = matrix::substitute(text, &combo.vars, budget)
-            .map_err(|(at, msg)| in_combo.error(loc_of_offset(text, at), msg))?;
-        budget = budget.saturating_sub(expanded.len());
-        let cx = Cx {
-            text: &expanded,
-            expansions: Some(&expansions),
-            ..in_combo
+        let variants: Vec<(Option<Family>, BTreeMap<String, String>)> = match &per_family {
+            None => vec![(None, combo.vars.clone())],
+            Some(fams) => fams
+                .iter()
+                .map(|(f, vars)| {
+                    let mut all = vars.clone();
+                    all.extend(combo.vars.clone());
+                    (Some(*f), all)
+                })
+                .collect(),
         };
-        let raw: RawScenario = from_yaml(&expanded).map_err(|e| cx.yaml_error(&e))?;
-        out.push(lower(&cx, raw, default_group)?);
+        for (family, vars) in variants {
+            let (expanded, expansions) = matrix::substitute_with(text, &vars, &captured, budget)
+                .map_err(|(at, msg)| in_combo.error(loc_of_offset(text, at), msg))?;
+            budget = budget.saturating_sub(expanded.len());
+            let cx = Cx {
+                text: &expanded,
+                expansions: Some(&expansions),
+                ..in_combo
+            };
+            let raw: RawScenario = from_yaml(&expanded).map_err(|e| cx.yaml_error(&e))?;
+            let mut sc = lower(&cx, raw, default_group)?;
+            if let Some(f) = family {
+                sc.families.retain(|x| *x == f);
+                if sc.families.is_empty() {
+                    continue;
+                }
+            }
+            out.push(sc);
+        }
     }
     Ok(out)
 }
@@ -481,6 +539,55 @@ fn read_matrix(text: &str) -> (Matrix, Loc) {
         .and_then(|m| m.matrix)
         .map(|m| (m.value.clone(), Loc::of(&m)))
         .unwrap_or_default()
+}
+
+/// The variables every script has per address family, besides its own `per_family:`:
+/// `family` (`ipv4`, `ipv6`) and `mss`, the SUT's MSS on the 1500-byte link (1460, 1440).
+fn builtin_family_vars(f: Family) -> [(&'static str, String); 2] {
+    let mss = match f {
+        Family::V4 => 1460,
+        Family::V6 => 1440,
+    };
+    [("family", f.name().to_string()), ("mss", mss.to_string())]
+}
+
+/// The per-family variables of a script, if it uses any: for each family, its values.
+fn family_vars(text: &str, matrix: &Matrix) -> Option<Vec<(Family, BTreeMap<String, String>)>> {
+    let own = from_yaml::<MatrixOnly>(&matrix::blank_variables(text))
+        .ok()
+        .and_then(|m| m.per_family)
+        .map(|p| p.value)
+        .unwrap_or_default();
+    let defined_by_matrix = |n: &str| {
+        matrix
+            .0
+            .iter()
+            .any(|p| p.name == n || p.values.iter().any(|(_, v)| v.contains_key(n)))
+    };
+    let uses = |n: &str| text.contains(&format!("${{{n}}}")) && !defined_by_matrix(n);
+    let builtin = builtin_family_vars(Family::V4).map(|(n, _)| n);
+    if !own.keys().any(|n| uses(n)) && !builtin.iter().any(|n| uses(n)) {
+        return None;
+    }
+    Some(
+        Family::ALL
+            .iter()
+            .map(|&f| {
+                let mut vars: BTreeMap<String, String> = builtin_family_vars(f)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+                for (k, v) in &own {
+                    let value = match f {
+                        Family::V4 => &v.ipv4,
+                        Family::V6 => &v.ipv6,
+                    };
+                    vars.insert(k.clone(), sysctl_text(value));
+                }
+                (f, vars)
+            })
+            .collect(),
+    )
 }
 
 /// The lines of a text as YAML counts them (a line ends at "\r\n", "\r" or "\n"): each
@@ -739,6 +846,20 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
     }
     let sut_port = port(cx, raw.sut_port.as_ref(), 8080)?;
     let peer_port = port(cx, raw.peer_port.as_ref(), 40000)?;
+    let mtu = match &raw.mtu {
+        // 1280: IPv6's minimum link MTU; above 1500 the peer's frames would be jumbo frames.
+        Some(m) if !(1280..=limits::LINK_MTU as u32).contains(&m.value) => {
+            return Err(cx.at(
+                m,
+                format!(
+                    "`mtu` is 1280 (IPv6's minimum) to {} bytes",
+                    limits::LINK_MTU
+                ),
+            ))
+        }
+        Some(m) => Some(m.value),
+        None => None,
+    };
     let call_timeout = match &raw.call_timeout {
         Some(t) if t.value.0 < Duration::from_millis(1) => {
             return Err(cx.at(
@@ -769,6 +890,7 @@ fn lower_setup(cx: &Cx, raw: Option<&RawSetup>) -> Result<Setup, ScriptError> {
         connections: lower_connections(cx, raw, sut_port, peer_port, peer_isn)?,
         final_quiet: raw.final_quiet.map_or(DEFAULT_FINAL_QUIET, |d| d.0),
         call_timeout,
+        mtu,
     })
 }
 
@@ -928,6 +1050,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
         })
     });
     let syn = |flags: &str, seq: i64, ack: Option<i64>| SendSpec {
+        refs: Vec::new(),
         conn: DEFAULT_CONN.into(),
         flags: flags.parse().expect("flags"),
         seq: Some(SeqSpec::Rel(seq)),
@@ -940,6 +1063,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
         drop: false,
     };
     let expect = |flags: &str, seq: i64, ack: Option<i64>| ExpectSpec {
+        refs: Vec::new(),
         conn: DEFAULT_CONN.into(),
         flags: flags.parse().expect("flags"),
         maybe_flags: TcpFlags::default(),
@@ -1022,6 +1146,7 @@ fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Option<Step>, ScriptError
         r.wait.is_some(),
         r.leave.is_some(),
         r.transfer.is_some(),
+        r.receive.is_some(),
         r.transitions.is_some(),
     ];
     match actions.iter().filter(|a| **a).count() {
@@ -1029,7 +1154,7 @@ fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Option<Step>, ScriptError
         0 => {
             return Err(cx.at(
                 s,
-                "a step needs one action: send, expect, quiet, call, await, state, leave, transfer, transitions or wait",
+                "a step needs one action: send, expect, quiet, call, await, state, leave, transfer, receive, transitions or wait",
             ))
         }
         _ => {
@@ -1168,8 +1293,58 @@ fn lower_action(cx: &Cx, r: &RawStep) -> Result<Action, ScriptError> {
             conn,
         });
     }
+    if let Some(rc) = &r.receive {
+        return lower_receive(cx, rc).map(Action::Receive);
+    }
     let st = r.state.as_ref().expect("one action is present");
     lower_state(cx, st).map(Action::State)
+}
+
+fn lower_receive(cx: &Cx, rc: &Spanned<raw::RawReceive>) -> Result<ReceiveSpec, ScriptError> {
+    let r = &rc.value;
+    if r.bytes == 0 || r.bytes > 16 << 20 {
+        return Err(cx.at(rc, "`bytes` must be 1 to 16 MiB"));
+    }
+    if let Some(w) = r
+        .window
+        .as_ref()
+        .filter(|w| w.value == 0 || w.value > 1 << 30)
+    {
+        return Err(cx.at(
+            w,
+            "`window` is the bytes the peer offers: 1 to 1 GiB (a zero window is `zero_at`)",
+        ));
+    }
+    if let Some(z) = r.zero_at.as_ref().filter(|z| z.value >= r.bytes) {
+        return Err(cx.at(z, "`zero_at` must come before the last byte"));
+    }
+    match (&r.zero_at, &r.reopen_after) {
+        (Some(z), None) => {
+            return Err(cx.at(
+                z,
+                "`zero_at` needs `reopen_after: DURATION` (when the window reopens)",
+            ))
+        }
+        (None, Some(a)) => return Err(cx.at(a, "`reopen_after` belongs with `zero_at`")),
+        _ => {}
+    }
+    if let Some(a) = r
+        .reopen_after
+        .as_ref()
+        .filter(|a| a.value.0 > Duration::from_secs(60))
+    {
+        return Err(cx.at(a, "`reopen_after` is at most 60s"));
+    }
+    Ok(ReceiveSpec {
+        bytes: r.bytes as usize,
+        window: r.window.as_ref().map(|w| w.value),
+        zero_at: r.zero_at.as_ref().map(|z| z.value as usize),
+        reopen_after: r
+            .reopen_after
+            .as_ref()
+            .map_or(Duration::ZERO, |a| a.value.0),
+        conn: check_conn(cx, rc, r.conn.as_deref())?,
+    })
 }
 
 fn parse_state(
@@ -1323,13 +1498,7 @@ fn lower_options(
 /// The bytes a list of options takes in the TCP header (a `ts` the peer fills in is one
 /// timestamp option).
 fn opt_specs_len(list: &[OptSpec]) -> usize {
-    let options: Vec<crate::wire::TcpOption> = list
-        .iter()
-        .map(|o| match o {
-            OptSpec::Exact(o) => o.clone(),
-            OptSpec::AnyTimestamp => crate::wire::TcpOption::Timestamps { val: 0, ecr: 0 },
-        })
-        .collect();
+    let options: Vec<crate::wire::TcpOption> = list.iter().map(OptSpec::shape).collect();
     limits::options_len(&options)
 }
 
@@ -1356,13 +1525,13 @@ fn check_fits_link(
         };
         let options = limits::sent_options_len(listed, syn, setup.peer.timestamps);
         for &family in families {
-            let max = limits::max_payload(family, options);
+            let mtu = setup.mtu.map_or(limits::LINK_MTU, |m| m as usize);
+            let max = limits::max_payload_on(mtu, family, options);
             if payload > max {
                 return Err(cx.error(
                     s.loc,
                     format!(
-                        "{what} ({payload} bytes) does not fit one segment on the {}-byte link over {family}: at most {max} bytes with {options} bytes of TCP options; split it into several segments, or use `transfer`",
-                        limits::LINK_MTU
+                        "{what} ({payload} bytes) does not fit one segment on the {mtu}-byte link over {family}: at most {max} bytes with {options} bytes of TCP options; split it into several segments, or use `transfer`",
                     ),
                 ));
             }
@@ -1391,17 +1560,40 @@ fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
             "a sent segment's flags are exact; `?` is for expect",
         ));
     }
+    let options = lower_options(cx, &r.options)?;
+    if let Some(o) = options
+        .iter()
+        .flatten()
+        .find(|o| **o == OptSpec::FastOpen(FoSpec::AnyCookie))
+    {
+        let at = r
+            .options
+            .as_ref()
+            .and_then(|l| l.iter().find(|x| x.value.trim() == "fo"));
+        let msg = format!(
+            "`{o}`: the peer sends a cookie it knows: `fo request`, `fo COOKIE` or `fo @name`"
+        );
+        return Err(match at {
+            Some(x) => cx.at(x, msg),
+            None => cx.at(s, msg),
+        });
+    }
+    let mut refs = Vec::new();
+    let seq = num_field(cx, &r.seq, NumField::Seq, false, &mut refs)?;
+    let ack = num_field(cx, &r.ack, NumField::Ack, false, &mut refs)?;
+    let win = num_field(cx, &r.win, NumField::Win, false, &mut refs)?;
     Ok(SendSpec {
+        refs,
         conn: r
             .conn
             .as_ref()
             .map_or(DEFAULT_CONN.to_string(), |c| c.value.clone()),
         flags: r.flags.value.0,
-        seq: r.seq,
-        ack: r.ack,
-        win: r.win,
+        seq,
+        ack,
+        win,
         payload,
-        options: lower_options(cx, &r.options)?,
+        options,
         delay: r.delay.map_or(Duration::ZERO, |d| d.0),
         since: r.since.as_ref().map(|s| s.value.clone()),
         drop: r.drop.unwrap_or(false),
@@ -1438,16 +1630,21 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
             ));
         }
     }
+    let mut refs = Vec::new();
+    let seq = num_field(cx, &r.seq, NumField::Seq, true, &mut refs)?;
+    let ack = num_field(cx, &r.ack, NumField::Ack, true, &mut refs)?;
+    let win = num_field(cx, &r.win, NumField::Win, true, &mut refs)?;
     Ok(ExpectSpec {
+        refs,
         conn: r
             .conn
             .as_ref()
             .map_or(DEFAULT_CONN.to_string(), |c| c.value.clone()),
         flags: r.flags.value.0,
         maybe_flags: r.flags.value.1,
-        seq: r.seq,
-        ack: r.ack,
-        win: r.win,
+        seq,
+        ack,
+        win,
         len: r.len.or(data.as_ref().map(|d| d.len() as u32)),
         data,
         options: lower_options(cx, &r.options)?,
@@ -1462,9 +1659,41 @@ fn lower_expect(cx: &Cx, s: &Spanned<RawExpect>) -> Result<ExpectSpec, ScriptErr
     })
 }
 
+/// A field's value, or a reference kept in `refs` (a capture only in an `expect`).
+fn num_field<T: Copy>(
+    cx: &Cx,
+    f: &Option<Spanned<values::Field<T>>>,
+    which: NumField,
+    expect: bool,
+    refs: &mut Vec<(NumField, NumRef)>,
+) -> Result<Option<T>, ScriptError> {
+    match f.as_ref().map(|s| (s, &s.value)) {
+        None => Ok(None),
+        Some((_, values::Field::Val(v))) => Ok(Some(*v)),
+        Some((at, values::Field::Ref(r))) => {
+            check_capture(cx, at, r, expect)?;
+            refs.push((which, r.clone()));
+            Ok(None)
+        }
+    }
+}
+
+fn check_capture<T>(cx: &Cx, at: &Spanned<T>, r: &NumRef, expect: bool) -> Result<(), ScriptError> {
+    match r {
+        NumRef::Bind(n) if !expect => Err(cx.at(
+            at,
+            format!("`={n}` captures a value the SUT sends: it belongs in an `expect`"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Checks that names, anchors, descriptors and background calls are used in a sensible order.
 fn check_flow(cx: &Cx, steps: &[Step], conns: &[ConnDef]) -> Result<(), ScriptError> {
     let mut names: HashSet<&str> = HashSet::new();
+    // Which named steps are the peer's segments (true) and which the SUT's (false).
+    let mut segments: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
+    let mut captured: HashSet<&str> = HashSet::new();
     let mut fds: HashSet<String> = HashSet::new();
     let mut pending: Vec<&str> = Vec::new();
     for s in steps {
@@ -1489,6 +1718,34 @@ fn check_flow(cx: &Cx, steps: &[Step], conns: &[ConnDef]) -> Result<(), ScriptEr
             if !names.contains(anchor) {
                 return Err(cx.error(s.loc, format!("`since: {anchor}` names no earlier step; give a step `name: {anchor}` first")));
             }
+        }
+        check_option_refs(cx, s, &segments)?;
+        let refs = match &s.action {
+            Action::Send(x) => x.refs.as_slice(),
+            Action::Expect(x) => x.refs.as_slice(),
+            _ => &[],
+        };
+        for (field, r) in refs {
+            match r {
+                NumRef::Use(n, _) if !captured.contains(n.as_str()) => {
+                    return Err(cx.error(s.loc, format!("`{}: ${{{n}…}}` uses a value no earlier `expect` captured; capture it first with `{}: ={n}`", field.name(), field.name())));
+                }
+                _ => {}
+            }
+        }
+        for (_, r) in refs {
+            if let NumRef::Bind(n) = r {
+                captured.insert(n.as_str());
+            }
+        }
+        match (&s.action, &s.name) {
+            (Action::Send(_), Some(n)) => {
+                segments.insert(n, true);
+            }
+            (Action::Expect(_), Some(n)) => {
+                segments.insert(n, false);
+            }
+            _ => {}
         }
         match &s.action {
             Action::Call { call, background } => {
@@ -1529,6 +1786,68 @@ fn check_flow(cx: &Cx, steps: &[Step], conns: &[ConnDef]) -> Result<(), ScriptEr
     Ok(())
 }
 
+/// Options that refer to named segments (`ts ecr @fin`, `fo @synack`) need an earlier
+/// segment of the right side: a TSval echoed is the other side's, one counted on is the same
+/// side's, and a cookie comes from the SUT.
+fn check_option_refs(
+    cx: &Cx,
+    s: &Step,
+    segments: &std::collections::HashMap<&str, bool>,
+) -> Result<(), ScriptError> {
+    let (options, in_send) = match &s.action {
+        Action::Send(x) => (&x.options, true),
+        Action::Expect(x) => (&x.options, false),
+        _ => return Ok(()),
+    };
+    for o in options.iter().flatten() {
+        let wants: Vec<(&str, bool, &str)> = match o {
+            OptSpec::Ts { val, ecr } => {
+                let mut v = Vec::new();
+                if let TsRef::Of(n) = val {
+                    v.push((n.as_str(), in_send, "its TSval"));
+                }
+                if let TsRef::Of(n) = ecr {
+                    v.push((n.as_str(), !in_send, "the TSval it echoes"));
+                }
+                v
+            }
+            OptSpec::FastOpen(FoSpec::Of(n)) => vec![(n.as_str(), false, "the cookie")],
+            _ => continue,
+        };
+        for (name, from_peer, what) in wants {
+            let side = |p: bool| {
+                if p {
+                    "a `send` (the peer's)"
+                } else {
+                    "an `expect` (the SUT's)"
+                }
+            };
+            match segments.get(name) {
+                Some(p) if *p == from_peer => {}
+                Some(_) => {
+                    return Err(cx.error(
+                        s.loc,
+                        format!(
+                            "`{o}`: {what} comes from {}, and `{name}` is not one",
+                            side(from_peer)
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(cx.error(
+                        s.loc,
+                        format!(
+                            "`{o}` names no earlier segment `{name}`; give {} `name: {name}` first",
+                            side(from_peer)
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The connection a step acts on, if it acts on one.
 fn step_conn(s: &Step) -> Option<&str> {
     match &s.action {
@@ -1536,6 +1855,7 @@ fn step_conn(s: &Step) -> Option<&str> {
         Action::Expect(x) => Some(&x.conn),
         Action::State(x) => Some(&x.conn),
         Action::Leave { conn, .. } | Action::Transfer { conn, .. } => Some(conn),
+        Action::Receive(r) => Some(&r.conn),
         _ => None,
     }
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::matrix::{Matrix, When};
-use super::values::{Dur, FlagsSpec, SeqSpec};
+use super::values::{Dur, FlagsSpec, SeqField, WinField};
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +28,10 @@ pub struct RawScenario {
     #[serde(default)]
     #[allow(dead_code)]
     pub matrix: Option<Spanned<Matrix>>,
+    /// Accepted here; `MatrixOnly` reads it before the variables are substituted.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub per_family: Option<Spanned<PerFamily>>,
     #[serde(default)]
     pub setup: Option<Spanned<RawSetup>>,
     pub steps: Spanned<Vec<Spanned<RawStep>>>,
@@ -38,6 +42,19 @@ pub struct RawScenario {
 pub struct MatrixOnly {
     #[serde(default)]
     pub matrix: Option<Spanned<Matrix>>,
+    #[serde(default)]
+    pub per_family: Option<Spanned<PerFamily>>,
+}
+
+/// `per_family: {NAME: {ipv4: VALUE, ipv6: VALUE}}`: variables whose value depends on the
+/// address family.
+pub type PerFamily = BTreeMap<String, PerFamilyValue>;
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PerFamilyValue {
+    pub ipv4: SysctlValue,
+    pub ipv6: SysctlValue,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -61,9 +78,11 @@ pub struct RawSetup {
     pub final_quiet: Option<Dur>,
     #[serde(default)]
     pub call_timeout: Option<Spanned<Dur>>,
+    #[serde(default)]
+    pub mtu: Option<Spanned<u32>>,
 }
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
 pub enum SysctlValue {
     Int(i64),
@@ -95,6 +114,7 @@ pub struct RawStep {
     pub state: Option<Spanned<RawState>>,
     pub leave: Option<Spanned<RawLeave>>,
     pub transfer: Option<Spanned<RawTransfer>>,
+    pub receive: Option<Spanned<RawReceive>>,
     pub wait: Option<Spanned<Dur>>,
     /// `transitions: [SYN_RECV, ESTABLISHED, …]`: the connection's whole state sequence so far.
     pub transitions: Option<Spanned<Vec<Spanned<String>>>>,
@@ -115,9 +135,9 @@ pub struct RawStep {
 pub struct RawSend {
     pub flags: Spanned<FlagsSpec>,
     pub conn: Option<Spanned<String>>,
-    pub seq: Option<SeqSpec>,
-    pub ack: Option<SeqSpec>,
-    pub win: Option<u16>,
+    pub seq: Option<Spanned<SeqField>>,
+    pub ack: Option<Spanned<SeqField>>,
+    pub win: Option<Spanned<WinField>>,
     pub len: Option<Spanned<u32>>,
     pub data: Option<Spanned<String>>,
     pub options: Option<Vec<Spanned<String>>>,
@@ -132,9 +152,9 @@ pub struct RawSend {
 pub struct RawExpect {
     pub flags: Spanned<FlagsSpec>,
     pub conn: Option<Spanned<String>>,
-    pub seq: Option<SeqSpec>,
-    pub ack: Option<SeqSpec>,
-    pub win: Option<u16>,
+    pub seq: Option<Spanned<SeqField>>,
+    pub ack: Option<Spanned<SeqField>>,
+    pub win: Option<Spanned<WinField>>,
     pub len: Option<u32>,
     pub data: Option<String>,
     pub options: Option<Vec<Spanned<String>>>,
@@ -223,6 +243,17 @@ pub struct RawLeave {
 pub struct RawTransfer {
     pub bytes: u32,
     pub segment: Option<Spanned<u16>>,
+    pub conn: Option<String>,
+}
+
+/// `receive: {bytes: 100000, window: 8192, zero_at: 20000, reopen_after: 300ms}`
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct RawReceive {
+    pub bytes: u32,
+    pub window: Option<Spanned<u32>>,
+    pub zero_at: Option<Spanned<u32>>,
+    pub reopen_after: Option<Spanned<Dur>>,
     pub conn: Option<String>,
 }
 

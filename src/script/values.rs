@@ -229,12 +229,184 @@ impl<'de> Deserialize<'de> for SeqSpec {
     }
 }
 
+/// A number field that is captured or computed at run time: `=w` in an `expect` binds the
+/// field's value to `w`; `${w - 1}` (written as `"$w-1"` once the text is expanded) uses it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NumRef {
+    Bind(String),
+    Use(String, i64),
+}
+
+impl NumRef {
+    /// `=name`, or `$name`, `$name+N`, `$name-N`.
+    pub fn parse(text: &str) -> Option<Result<NumRef, String>> {
+        let t = text.trim();
+        let ident = |n: &str| {
+            !n.is_empty()
+                && n.starts_with(|c: char| c.is_ascii_lowercase())
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        if let Some(n) = t.strip_prefix('=') {
+            let n = n.trim();
+            return Some(if ident(n) {
+                Ok(NumRef::Bind(n.to_string()))
+            } else {
+                Err(format!(
+                    "`={n}`: a variable name (lowercase, digits, _) to capture the value in"
+                ))
+            });
+        }
+        let body = t.strip_prefix('$')?;
+        Some(match split_offset(body) {
+            Some((n, off)) if ident(n) => Ok(NumRef::Use(n.to_string(), off)),
+            _ => Err(format!(
+                "`{t}`: expected a captured variable and an offset, like ${{w - 1}}"
+            )),
+        })
+    }
+}
+
+/// `name`, `name + N` or `name - N` (spaces optional): the name and the signed offset.
+pub fn split_offset(text: &str) -> Option<(&str, i64)> {
+    let t = text.trim();
+    match t.find(['+', '-']) {
+        None => Some((t, 0)),
+        Some(i) => {
+            // An offset within the sequence space: no sum with it can overflow.
+            let n: i64 = t[i + 1..]
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n <= i64::from(u32::MAX))?;
+            Some((t[..i].trim(), if &t[i..i + 1] == "-" { -n } else { n }))
+        }
+    }
+}
+
+/// A number field: its value, or a reference to a captured value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Field<T> {
+    Val(T),
+    Ref(NumRef),
+}
+
+/// A `seq`/`ack` field.
+pub type SeqField = Field<SeqSpec>;
+/// A `win` field: the raw 16-bit window.
+pub type WinField = Field<u16>;
+
+impl<'de> Deserialize<'de> for SeqField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SeqField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a relative number (0 = ISN), `abs N`, `=name` or ${name + N}")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SeqField, E> {
+                SeqSpec::deserialize(de::value::I64Deserializer::<E>::new(v)).map(SeqField::Val)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SeqField, E> {
+                SeqSpec::deserialize(de::value::U64Deserializer::<E>::new(v)).map(SeqField::Val)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SeqField, E> {
+                match NumRef::parse(v) {
+                    Some(r) => r.map(SeqField::Ref).map_err(E::custom),
+                    None => SeqSpec::deserialize(de::value::StrDeserializer::<E>::new(v))
+                        .map(SeqField::Val),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WinField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = WinField;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a window 0 to 65535, `=name` or ${name + N}")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<WinField, E> {
+                u16::try_from(v).map(WinField::Val).map_err(|_| {
+                    E::custom(format!(
+                        "window {v} is above 65535 (the raw field; scaling is the peer's)"
+                    ))
+                })
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<WinField, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("window {v} is below 0")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WinField, E> {
+                match NumRef::parse(v) {
+                    Some(r) => r.map(WinField::Ref).map_err(E::custom),
+                    None => match v.trim().parse::<u64>() {
+                        Ok(n) => self.visit_u64(n),
+                        Err(_) => Err(E::custom(format!(
+                            "bad window `{v}`; expected a number, `=name` or ${{name + N}}"
+                        ))),
+                    },
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// An option in a `send` or `expect`: exact, or a timestamp whose values the peer fills in
 /// (send) or does not check (expect).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OptSpec {
     Exact(TcpOption),
     AnyTimestamp,
+    /// A timestamp option whose values refer to named steps' segments: `ts val @syn ecr @fin`.
+    Ts {
+        val: TsRef,
+        ecr: TsRef,
+    },
+    /// The TCP Fast Open option (kind 34, RFC 7413): any cookie (expect), a cookie given or
+    /// taken from a named segment, or a request (an empty cookie).
+    FastOpen(FoSpec),
+}
+
+/// One value of a timestamp option.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TsRef {
+    Any,
+    Abs(u32),
+    /// `@name`. In an `expect`, `ecr @name` is the TSval the peer's segment `name` carried,
+    /// and `val @name` the TSval of the SUT's segment `name` advanced by the time between the
+    /// two segments, in the stack's timestamp ticks. In a `send`, `val @name` repeats the
+    /// TSval of the peer's segment `name` and `ecr @name` echoes the SUT's segment `name`.
+    Of(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FoSpec {
+    /// Any cookie of 4 to 16 bytes (expect only).
+    AnyCookie,
+    /// These bytes; empty is a cookie request.
+    Cookie(Vec<u8>),
+    /// The cookie the named SUT segment carried.
+    Of(String),
+}
+
+/// The Fast Open option's kind (RFC 7413 §4.1.1).
+pub const FAST_OPEN: u8 = 34;
+
+impl fmt::Display for TsRef {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            TsRef::Any => f.write_str("any"),
+            TsRef::Abs(n) => write!(f, "{n}"),
+            TsRef::Of(n) => write!(f, "@{n}"),
+        }
+    }
 }
 
 impl fmt::Display for OptSpec {
@@ -242,8 +414,111 @@ impl fmt::Display for OptSpec {
         match self {
             OptSpec::Exact(o) => write!(f, "{o}"),
             OptSpec::AnyTimestamp => f.write_str("TS"),
+            OptSpec::Ts { val, ecr } => write!(f, "TS val {val} ecr {ecr}"),
+            OptSpec::FastOpen(FoSpec::AnyCookie) => f.write_str("fo (any cookie)"),
+            OptSpec::FastOpen(FoSpec::Cookie(c)) if c.is_empty() => f.write_str("fo request"),
+            OptSpec::FastOpen(FoSpec::Cookie(c)) => {
+                let hex: String = c.iter().map(|b| format!("{b:02x}")).collect();
+                write!(f, "fo {hex}")
+            }
+            OptSpec::FastOpen(FoSpec::Of(n)) => write!(f, "fo @{n}"),
         }
     }
+}
+
+impl OptSpec {
+    /// The option as it takes room in a header (values are placeholders).
+    pub fn shape(&self) -> TcpOption {
+        match self {
+            OptSpec::Exact(o) => o.clone(),
+            OptSpec::AnyTimestamp | OptSpec::Ts { .. } => TcpOption::Timestamps { val: 0, ecr: 0 },
+            OptSpec::FastOpen(FoSpec::Cookie(c)) => TcpOption::Unknown {
+                kind: FAST_OPEN,
+                data: c.clone(),
+            },
+            // A cookie not yet known: the largest one (16 bytes).
+            OptSpec::FastOpen(_) => TcpOption::Unknown {
+                kind: FAST_OPEN,
+                data: vec![0; 16],
+            },
+        }
+    }
+}
+
+/// `ts val V ecr E` with `@name`, `any` or numbers; `ts ecr @fin` (val any) and `ts val @syn`.
+fn parse_ts(words: &[&str], text: &str) -> Result<OptSpec, String> {
+    let value = |w: &str| -> Result<TsRef, String> {
+        if w == "any" {
+            return Ok(TsRef::Any);
+        }
+        if let Some(n) = w.strip_prefix('@') {
+            if n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(format!(
+                    "`{w}` in `{text}`: a step name after @ (lowercase, digits, dashes)"
+                ));
+            }
+            return Ok(TsRef::Of(n.to_string()));
+        }
+        w.parse::<u32>()
+            .map(TsRef::Abs)
+            .map_err(|_| format!("`{w}` in `{text}`: expected a number, any, or @name"))
+    };
+    let (mut val, mut ecr) = (None, None);
+    let mut rest = &words[1..];
+    while let [key, v, tail @ ..] = rest {
+        let slot = match *key {
+            "val" => &mut val,
+            "ecr" => &mut ecr,
+            _ => return Err(format!("`{key}` in `{text}`: expected val or ecr")),
+        };
+        if slot.is_some() {
+            return Err(format!("`{key}` is given twice in `{text}`"));
+        }
+        *slot = Some(value(v)?);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(format!("`{text}`: `{}` needs a value", rest[0]));
+    }
+    let (val, ecr) = (val.unwrap_or(TsRef::Any), ecr.unwrap_or(TsRef::Any));
+    Ok(match (&val, &ecr) {
+        (TsRef::Abs(v), TsRef::Abs(e)) => {
+            OptSpec::Exact(TcpOption::Timestamps { val: *v, ecr: *e })
+        }
+        (TsRef::Any, TsRef::Any) => OptSpec::AnyTimestamp,
+        _ => OptSpec::Ts { val, ecr },
+    })
+}
+
+/// `fo`, `fo request`, `fo 0a1b2c3d…` (hex) or `fo @name`.
+fn parse_fast_open(words: &[&str], text: &str) -> Result<OptSpec, String> {
+    let spec = match words.get(1) {
+        None => FoSpec::AnyCookie,
+        Some(&"request") => FoSpec::Cookie(Vec::new()),
+        Some(w) if w.starts_with('@') && w.len() > 1 => FoSpec::Of(w[1..].to_string()),
+        Some(w) => {
+            let hex = w.strip_prefix("0x").unwrap_or(w);
+            let ok = hex.len() % 2 == 0
+                && (8..=32).contains(&hex.len())
+                && hex.chars().all(|c| c.is_ascii_hexdigit());
+            if !ok {
+                return Err(format!("`{text}`: a Fast Open cookie is 4 to 16 bytes in hex (fo 0a1b2c3d), `request`, or @name"));
+            }
+            FoSpec::Cookie(
+                (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+                    .collect(),
+            )
+        }
+    };
+    if words.len() > 2 {
+        return Err(format!("`{text}`: fo takes one value"));
+    }
+    Ok(OptSpec::FastOpen(spec))
 }
 
 /// Parses one option: `mss 1460`, `wscale 7`, `sackOK`, `nop`, `eol`, `ts`,
@@ -267,14 +542,12 @@ pub fn parse_option(text: &str) -> Result<OptSpec, String> {
         ("mss", 2) => TcpOption::Mss(bounded(num(1)?, u16::MAX as u64, text)? as u16),
         ("wscale", 2) => TcpOption::WindowScale(bounded(num(1)?, 14, text)? as u8),
         ("ts", 1) => return Ok(OptSpec::AnyTimestamp),
-        ("ts", 5) if words[1] == "val" && words[3] == "ecr" => TcpOption::Timestamps {
-            val: bounded(num(2)?, u32::MAX as u64, text)? as u32,
-            ecr: bounded(num(4)?, u32::MAX as u64, text)? as u32,
-        },
+        ("ts", _) => return parse_ts(&words, text),
+        ("fo", _) => return parse_fast_open(&words, text),
         ("sack", n) if n > 1 => TcpOption::Sack(parse_sack_blocks(&words[1..], text)?),
         _ => {
             return Err(format!(
-                "unknown option `{text}`; expected mss N, wscale N, sackOK, nop, eol, ts, ts val N ecr N or sack L:R"
+                "unknown option `{text}`; expected mss N, wscale N, sackOK, nop, eol, ts, ts val N ecr N (or @name), sack L:R, fo, fo request, fo COOKIE or fo @name"
             ))
         }
     };
@@ -337,6 +610,37 @@ mod tests {
             parse_option("sack 1:5"),
             Ok(OptSpec::Exact(TcpOption::Sack(vec![(1, 5)])))
         );
+        assert_eq!(
+            parse_option("ts ecr @fin"),
+            Ok(OptSpec::Ts {
+                val: TsRef::Any,
+                ecr: TsRef::Of("fin".into())
+            })
+        );
+        assert_eq!(
+            parse_option("ts val @syn ecr 7"),
+            Ok(OptSpec::Ts {
+                val: TsRef::Of("syn".into()),
+                ecr: TsRef::Abs(7)
+            })
+        );
+        assert!(parse_option("ts val @Bad").is_err());
+        assert!(parse_option("ts val 1 val 2").is_err());
+        assert!(parse_option("ts val").is_err());
+        assert_eq!(parse_option("fo"), Ok(OptSpec::FastOpen(FoSpec::AnyCookie)));
+        assert_eq!(
+            parse_option("fo request"),
+            Ok(OptSpec::FastOpen(FoSpec::Cookie(vec![])))
+        );
+        assert_eq!(
+            parse_option("fo 0a0b0c0d"),
+            Ok(OptSpec::FastOpen(FoSpec::Cookie(vec![10, 11, 12, 13])))
+        );
+        assert!(parse_option("fo 0a0b").is_err(), "too short");
+        assert_eq!(
+            parse_option("fo @synack"),
+            Ok(OptSpec::FastOpen(FoSpec::Of("synack".into())))
+        );
         assert!(parse_option("wscale 20").is_err());
         assert!(parse_option("mss").is_err());
         assert!(parse_option("bogus")
@@ -368,6 +672,25 @@ mod tests {
         for bad in ["?", "P??", "", "PP?"] {
             assert!(flags(bad).unwrap_err().contains("bad flags"), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn captured_values_and_offsets() {
+        assert_eq!(NumRef::parse("=w"), Some(Ok(NumRef::Bind("w".into()))));
+        assert_eq!(NumRef::parse("$w-1"), Some(Ok(NumRef::Use("w".into(), -1))));
+        assert_eq!(
+            NumRef::parse("$w + 20"),
+            Some(Ok(NumRef::Use("w".into(), 20)))
+        );
+        assert_eq!(NumRef::parse("$w"), Some(Ok(NumRef::Use("w".into(), 0))));
+        assert!(matches!(
+            NumRef::parse("$w+9223372036854775807"),
+            Some(Err(_))
+        ));
+        assert!(matches!(NumRef::parse("=W"), Some(Err(_))));
+        assert!(matches!(NumRef::parse("$w*2"), Some(Err(_))));
+        assert_eq!(NumRef::parse("abs 5"), None);
+        assert_eq!(split_offset("n - 3"), Some(("n", -3)));
     }
 
     #[test]

@@ -63,14 +63,31 @@ struct Track {
     /// We closed/aborted it ourselves, so reaching CLOSED is not a reset.
     local_abort: bool,
     reset: bool,
+    /// The reset's error was read with SO_ERROR (which clears it, as on Linux).
+    error_taken: bool,
     /// Has completed a handshake: only then can CLOSED mean EOF.
     synced: bool,
+}
+
+impl Track {
+    /// The reset's error, once: true the first time it is asked for after a reset (the
+    /// pending socket error that SO_ERROR, read or write report and clear, as on Linux).
+    fn take_reset_error(&mut self) -> bool {
+        let pending = self.reset && !self.error_taken;
+        self.error_taken |= pending;
+        pending
+    }
 }
 
 enum Wait {
     Accept,
     Connect,
     Read(usize),
+    /// poll(2): these events (bits as Linux's), until this many ns of realtime.
+    Poll {
+        events: u32,
+        until_ns: u128,
+    },
 }
 
 struct Pending {
@@ -137,6 +154,20 @@ impl Calls {
             Command::State { local, remote } => {
                 Ok(json!({"state": self.state_of(stack, local, remote)}))
             }
+            Command::Poll {
+                fd,
+                events,
+                timeout_ms,
+            } => {
+                let events = match poll_bits(&events) {
+                    Ok(e) => e,
+                    Err(e) => return self.answer(id, Err(e)),
+                };
+                let until_ns = realtime_ns() as u128 + u128::from(timeout_ms) * 1_000_000;
+                return self.park(stack, id, fd, Wait::Poll { events, until_ns });
+            }
+            Command::Ioctl { fd, req } => self.ioctl(stack, fd, &req),
+            Command::GetSockOpt { fd, opt } => self.getsockopt(fd, &opt),
             Command::Quit => Ok(Value::Null),
         };
         self.answer(id, reply);
@@ -241,6 +272,7 @@ impl Calls {
                 orphan: false,
                 local_abort: false,
                 reset: false,
+                error_taken: false,
                 synced: false,
             },
         );
@@ -293,8 +325,15 @@ impl Calls {
             Desc::Conn { handle, .. } => *handle,
             _ => return Err(enotconn()),
         };
-        if self.tracks[&handle].reset {
+        let track = self
+            .tracks
+            .get_mut(&handle)
+            .expect("a connection is tracked");
+        if track.take_reset_error() {
             return Err(Error::new("ECONNRESET", "connection reset by peer"));
+        }
+        if track.reset {
+            return Err(Error::new("EPIPE", "connection was reset"));
         }
         let socket = stack.tcp(handle);
         match socket.state() {
@@ -595,6 +634,7 @@ impl Calls {
                 Wait::Accept => self.try_accept(stack, fd),
                 Wait::Connect => self.try_connect(stack, fd),
                 Wait::Read(max) => self.try_read(stack, fd, max),
+                Wait::Poll { events, until_ns } => self.try_poll(stack, fd, events, until_ns),
             };
             match outcome {
                 Some(reply) => {
@@ -603,6 +643,105 @@ impl Calls {
                 }
                 None => i += 1,
             }
+        }
+    }
+
+    /// The soonest a parked poll times out (ns of realtime), for the main loop's sleep.
+    pub fn next_deadline_ns(&self) -> Option<u128> {
+        self.pending
+            .iter()
+            .filter_map(|p| match p.wait {
+                Wait::Poll { until_ns, .. } => Some(until_ns),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The events a connection's descriptor is ready for, as Linux's tcp_poll() reports
+    /// them: readable at EOF, writable once it can no longer send (the write fails at
+    /// once), POLLRDHUP after the peer's FIN, POLLHUP when both directions are shut, and
+    /// POLLERR while a reset's error is pending.
+    fn revents(&self, stack: &mut Stack, fd: Fd) -> Result<u32, Error> {
+        let (handle, shut_wr) = match self.fds.get(&fd).ok_or_else(|| ebadf(fd))? {
+            Desc::Conn {
+                handle, shut_wr, ..
+            } => (*handle, *shut_wr),
+            Desc::Listener { queue, .. } => return Ok(if queue.is_empty() { 0 } else { POLLIN }),
+            Desc::Fresh { .. } => return Ok(POLLOUT | POLLHUP),
+        };
+        let track = &self.tracks[&handle];
+        let socket = stack.tcp(handle);
+        if matches!(socket.state(), State::SynSent | State::SynReceived) {
+            return Ok(0);
+        }
+        let closed = track.reset || socket.state() == State::Closed;
+        let rd_shut = closed || at_eof(socket) || !socket.may_recv();
+        let wr_shut = closed || shut_wr || !socket.may_send();
+        let mut m = 0;
+        if socket.can_recv() || rd_shut {
+            m |= POLLIN;
+        }
+        if rd_shut {
+            m |= POLLRDHUP;
+        }
+        if wr_shut || socket.can_send() {
+            m |= POLLOUT;
+        }
+        if rd_shut && wr_shut {
+            m |= POLLHUP;
+        }
+        if track.reset && !track.error_taken {
+            m |= POLLERR;
+        }
+        Ok(m)
+    }
+
+    fn try_poll(
+        &mut self,
+        stack: &mut Stack,
+        fd: Fd,
+        events: u32,
+        until_ns: u128,
+    ) -> Option<Reply> {
+        let ready = match self.revents(stack, fd) {
+            Ok(m) => m & (events | POLLERR | POLLHUP),
+            Err(e) => return Some(Err(e)),
+        };
+        if ready == 0 && (realtime_ns() as u128) < until_ns {
+            return None;
+        }
+        Some(Ok(json!({"revents": poll_names(ready)})))
+    }
+
+    fn ioctl(&mut self, stack: &mut Stack, fd: Fd, req: &str) -> Reply {
+        let handle = match self.fds.get(&fd).ok_or_else(|| ebadf(fd))? {
+            Desc::Conn { handle, .. } => *handle,
+            _ => return Err(Error::new("EINVAL", "not a connected socket")),
+        };
+        let socket = stack.tcp(handle);
+        match req {
+            "siocinq" => Ok(json!(socket.recv_queue())),
+            // smoltcp keeps written bytes in its buffer until they are acknowledged.
+            "siocoutq" => Ok(json!(socket.send_queue())),
+            other => Err(Error::new("ENOSYS", format!("unsupported ioctl `{other}`"))),
+        }
+    }
+
+    fn getsockopt(&mut self, fd: Fd, opt: &str) -> Reply {
+        if opt != "so_error" {
+            return Err(Error::new("ENOSYS", format!("unsupported option `{opt}`")));
+        }
+        let handle = match self.fds.get(&fd).ok_or_else(|| ebadf(fd))? {
+            Desc::Conn { handle, .. } => *handle,
+            _ => return Ok(json!({"error": null})),
+        };
+        let track = self
+            .tracks
+            .get_mut(&handle)
+            .expect("a connection is tracked");
+        match track.take_reset_error() {
+            true => Ok(json!({"error": "ECONNRESET"})),
+            false => Ok(json!({"error": null})),
         }
     }
 
@@ -645,14 +784,20 @@ impl Calls {
         else {
             return Some(Err(ebadf(fd)));
         };
-        let track = &self.tracks[handle];
+        let track = self
+            .tracks
+            .get_mut(handle)
+            .expect("a connection is tracked");
         let socket = stack.tcp(*handle);
         let reply = if socket.can_recv() {
             let mut buf = vec![0; max.min(socket.recv_queue())];
             let n = socket.recv_slice(&mut buf).unwrap_or(0);
             Ok(json!({"data": protocol::hex_encode(&buf[..n])}))
-        } else if track.reset {
+        } else if track.take_reset_error() {
+            // Reported once, as Linux's sock_error() does; then the stream has ended.
             Err(Error::new("ECONNRESET", "connection reset by peer"))
+        } else if track.reset {
+            Ok(json!({"data": ""}))
         } else if !track.synced && socket.state() == State::Closed {
             Err(enotconn()) // a connect that failed
         } else if at_eof(socket) {
@@ -697,6 +842,36 @@ fn listen_endpoint(addr: SocketAddr) -> IpListenEndpoint {
         addr: ep.addr.filter(|a| !a.is_unspecified()),
         port: ep.port,
     }
+}
+
+const POLLIN: u32 = 0x1;
+const POLLOUT: u32 = 0x4;
+const POLLERR: u32 = 0x8;
+const POLLHUP: u32 = 0x10;
+const POLLRDHUP: u32 = 0x2000;
+const POLL_NAMES: &[(&str, u32)] = &[
+    ("POLLIN", POLLIN),
+    ("POLLOUT", POLLOUT),
+    ("POLLERR", POLLERR),
+    ("POLLHUP", POLLHUP),
+    ("POLLRDHUP", POLLRDHUP),
+];
+
+fn poll_bits(names: &[String]) -> Result<u32, Error> {
+    names
+        .iter()
+        .try_fold(0, |acc, n| match POLL_NAMES.iter().find(|(k, _)| k == n) {
+            Some((_, v)) => Ok(acc | v),
+            None => Err(Error::new("EINVAL", format!("unknown poll event `{n}`"))),
+        })
+}
+
+fn poll_names(mask: u32) -> Vec<&'static str> {
+    POLL_NAMES
+        .iter()
+        .filter(|(_, v)| mask & v != 0)
+        .map(|(k, _)| *k)
+        .collect()
 }
 
 /// A synchronized connection that went to CLOSED without passing through TIME-WAIT

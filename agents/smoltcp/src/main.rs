@@ -7,31 +7,23 @@
 //! time, and a command runs the moment its line arrives.
 
 mod calls;
+mod lines;
 mod protocol;
 mod stack;
+mod tapfd;
 
 use calls::Calls;
 use serde_json::Value;
 use stack::Stack;
 use std::io::Write;
-use std::os::unix::io::RawFd;
 
 fn main() {
-    let tap_fd = match std::env::var("HALFCLOSE_TAP_FD") {
-        Ok(s) => match s.trim().parse::<RawFd>() {
-            Ok(fd) => Some(fd),
-            Err(_) => fatal(&format!(
-                "HALFCLOSE_TAP_FD={s:?} is not a file descriptor number"
-            )),
-        },
-        // Without a TAP the agent still speaks the protocol; `configure` then fails.
-        Err(_) => None,
-    };
+    let tap_fd = tapfd::from_env().unwrap_or_else(|e| fatal(&e));
     let mut stack = Stack::new(tap_fd).unwrap_or_else(|e| fatal(&e));
     let mut calls = Calls::new();
     emit(&protocol::hello(stack::TIME_WAIT_MS));
 
-    let mut input = Input::default();
+    let mut input = lines::Input::default();
     loop {
         let busy = step(&mut stack, &mut calls);
         if let Some(e) = stack.device_error() {
@@ -42,8 +34,17 @@ fn main() {
             true => Some(0),
             false => stack.poll_delay().map(|d| d.total_micros().div_ceil(1000)),
         };
-        if wait_for_stdin(stack.poll_fd(), timeout)
-            && !read_commands(&mut input, &mut stack, &mut calls)
+        // A parked poll() that times out must be answered on time, not at the next frame.
+        let poll_due = calls.next_deadline_ns().map(|ns| {
+            let left = ns.saturating_sub(stack::realtime_ns() as u128);
+            left.div_ceil(1_000_000) as u64
+        });
+        let timeout = match (timeout, poll_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if lines::wait_for_stdin(stack.poll_fd(), timeout)
+            && !input.read_stdin(|line| run_line(line, &mut stack, &mut calls), emit)
         {
             return; // EOF on stdin or `quit`
         }
@@ -69,92 +70,6 @@ fn step(stack: &mut Stack, calls: &mut Calls) -> bool {
     }
     flush(&mut calls.out);
     frames == FRAMES_PER_STEP
-}
-
-/// Sleeps in poll(2) until stdin or the TAP is readable or smoltcp's next
-/// deadline (`None` = no deadline). Returns whether stdin is readable.
-fn wait_for_stdin(tap: Option<RawFd>, timeout_ms: Option<u64>) -> bool {
-    let mut fds = [
-        libc::pollfd {
-            fd: 0,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: tap.unwrap_or(-1),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    let timeout = timeout_ms.map_or(-1, |ms| ms.min(i32::MAX as u64) as i32);
-    // A negative fd is ignored by poll(2), which covers "no TAP yet".
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
-    n > 0 && fds[0].revents != 0
-}
-
-/// The longest command line the agent takes (the protocol's limit), `\n` not counted.
-const MAX_LINE: usize = 1 << 20;
-
-/// The part of stdin not yet executed: the start of a line.
-#[derive(Default)]
-struct Input {
-    line: Vec<u8>,
-    /// The current line went past MAX_LINE: drop it up to its end.
-    discarding: bool,
-}
-
-/// Reads what stdin has and executes every complete line in it; every byte is looked at
-/// once. Returns false when the agent should exit.
-fn read_commands(input: &mut Input, stack: &mut Stack, calls: &mut Calls) -> bool {
-    let mut buf = [0u8; 65536];
-    // stdin is left blocking (it may be shared with the parent); poll said it is
-    // readable, so one read() does not block.
-    let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-    if n == 0 {
-        return false;
-    }
-    if n < 0 {
-        return true; // EINTR and the like: try again on the next round
-    }
-    let mut chunk = &buf[..n as usize];
-    while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
-        let (piece, rest) = (&chunk[..pos], &chunk[pos + 1..]);
-        chunk = rest;
-        if std::mem::take(&mut input.discarding) {
-            continue;
-        }
-        if !take_part(input, piece) {
-            input.discarding = false; // the line ended here
-            continue;
-        }
-        let line = std::mem::take(&mut input.line);
-        if !run_line(&String::from_utf8_lossy(&line), stack, calls) {
-            return false;
-        }
-    }
-    if !input.discarding {
-        take_part(input, chunk);
-    }
-    true
-}
-
-/// Appends to the current line; past MAX_LINE, answers with an error and drops the line.
-fn take_part(input: &mut Input, part: &[u8]) -> bool {
-    if input.line.len() + part.len() > MAX_LINE {
-        input.line = Vec::new();
-        input.discarding = true;
-        let e = protocol::Error::new(
-            "EPROTO",
-            format!(
-                "a line longer than {} MiB (the protocol's limit); ignored",
-                MAX_LINE >> 20
-            ),
-        );
-        emit(&protocol::reply_err(None, &e));
-        return false;
-    }
-    input.line.extend_from_slice(part);
-    true
 }
 
 /// Executes one protocol line; false after `quit`.

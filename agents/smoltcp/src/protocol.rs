@@ -103,6 +103,22 @@ pub enum Command {
         local: SocketAddr,
         remote: SocketAddr,
     },
+    /// poll(2) on one descriptor: the events asked for, and how long to wait (ms).
+    Poll {
+        fd: Fd,
+        events: Vec<String>,
+        timeout_ms: u64,
+    },
+    /// `siocinq` (bytes to read) or `siocoutq` (bytes not yet acknowledged).
+    Ioctl {
+        fd: Fd,
+        req: String,
+    },
+    /// `so_error`: the pending error, cleared as it is read.
+    GetSockOpt {
+        fd: Fd,
+        opt: String,
+    },
     Quit,
 }
 
@@ -206,6 +222,27 @@ fn parse_command(obj: &Map<String, Value>) -> Result<Command, Error> {
         "state" => Command::State {
             local: f.sockaddr("local")?,
             remote: f.sockaddr("remote")?,
+        },
+        "poll" => Command::Poll {
+            fd: f.fd()?,
+            events: f
+                .array("events")?
+                .iter()
+                .map(|e| {
+                    e.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| invalid("events", "a list of names like \"POLLIN\""))
+                })
+                .collect::<Result<_, _>>()?,
+            timeout_ms: f.opt_uint("timeout_ms")?.unwrap_or(0).min(60_000),
+        },
+        "ioctl" => Command::Ioctl {
+            fd: f.fd()?,
+            req: f.str("req")?.to_string(),
+        },
+        "getsockopt" => Command::GetSockOpt {
+            fd: f.fd()?,
+            opt: f.str("opt")?.to_string(),
         },
         "quit" => Command::Quit,
         other => return Err(Error::new("ENOSYS", format!("unknown command `{other}`"))),
@@ -353,9 +390,11 @@ pub fn hello(time_wait_ms: u64) -> Value {
         "protocol": PROTOCOL_VERSION,
         "agent": "halfclose-smoltcp-agent",
         "stack": "smoltcp 0.14",
-        "calls": ["socket","bind","listen","accept","connect","write","read","shutdown","close","setsockopt","state"],
+        "calls": ["socket","bind","listen","accept","connect","write","read","shutdown","close","setsockopt","state","poll","ioctl","getsockopt"],
         "shutdown": ["wr"],
         "sockopts": ["linger","nodelay","keepalive"],
+        "ioctls": ["siocinq","siocoutq"],
+        "getsockopts": ["so_error"],
         "events": ["state","readable","reset"],
         "timers": false,
         "time_wait_ms": time_wait_ms,

@@ -34,39 +34,7 @@ impl Tap {
     /// packets) without packet-info headers, attached to an interface. Made non-blocking,
     /// since frames are read on every poll until EAGAIN.
     pub fn open(fd: RawFd) -> Result<Tap, String> {
-        let name = match fd {
-            0 => Some("standard input"),
-            1 => Some("standard output"),
-            2 => Some("standard error"),
-            _ => None,
-        };
-        if let Some(name) = name {
-            return Err(format!("HALFCLOSE_TAP_FD={fd} is {name}, not a TAP device"));
-        }
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(format!(
-                "HALFCLOSE_TAP_FD={fd}: no such open file descriptor"
-            ));
-        }
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        if unsafe { libc::ioctl(fd, libc::TUNGETIFF as _, &mut req) } < 0 {
-            return Err(format!(
-                "HALFCLOSE_TAP_FD={fd} is not a TAP device (TUNGETIFF: {})",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let flags = unsafe { req.ifr_ifru.ifru_flags } as libc::c_int;
-        if flags & libc::IFF_TAP == 0 {
-            return Err(format!(
-                "HALFCLOSE_TAP_FD={fd} is a TUN device (IP packets); the agent needs a TAP"
-            ));
-        }
-        if flags & libc::IFF_NO_PI == 0 {
-            return Err(format!(
-                "HALFCLOSE_TAP_FD={fd}: the TAP device has packet-info headers (IFF_NO_PI unset)"
-            ));
-        }
-        set_nonblocking(fd).map_err(|e| format!("HALFCLOSE_TAP_FD={fd}: {e}"))?;
+        crate::tapfd::open(fd)?;
         Ok(Tap {
             fd,
             failed: RefCell::new(None),
@@ -295,12 +263,7 @@ impl Stack {
 
 /// Wall-clock nanoseconds since the Unix epoch, for event timestamps that halfclose
 /// compares with its packet capture timestamps.
-pub fn realtime_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub use crate::tapfd::realtime_ns;
 
 /// Linux's names for smoltcp's states; `None` for LISTEN, which is not a connection state.
 pub fn state_name(state: tcp::State) -> Option<&'static str> {
@@ -370,14 +333,4 @@ fn random_seed() -> u64 {
         seed = realtime_ns() ^ u64::from(std::process::id());
     }
     seed
-}
-
-fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

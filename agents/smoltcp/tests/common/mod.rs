@@ -1,4 +1,4 @@
-//! Drives the agent binary over its stdin/stdout protocol.
+//! Drives an agent binary over its stdin/stdout protocol.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -52,8 +52,10 @@ impl Agent {
         (agent, hello)
     }
 
+    /// The agent binary of the package whose tests these are (the gVisor agent's tests
+    /// share this file; each package's binary is named after it).
     pub fn bin() -> Command {
-        Command::new(env!("CARGO_BIN_EXE_halfclose-smoltcp-agent"))
+        Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))))
     }
 
     fn next_line(&mut self) -> Option<Value> {
@@ -134,5 +136,105 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What every agent answers to bad lines before any TAP: not JSON is EPROTO with no id, an
+/// unknown command ENOSYS, `configure` without HALFCLOSE_TAP_FD ENODEV; then the agent still
+/// hands out its first descriptor, 3.
+pub fn bad_lines_are_answered(agent: &mut Agent) {
+    agent.send_raw("this is not json");
+    let r = agent.any_reply();
+    assert_eq!(
+        (r["id"].clone(), r["error"].clone()),
+        (json!(null), json!("EPROTO")),
+        "{r}"
+    );
+    agent.send_raw(r#"{"id":41,"cmd":"frobnicate"}"#);
+    let r = agent.reply(41);
+    assert_eq!(r["error"], "ENOSYS");
+    assert_eq!(r["message"], "unknown command `frobnicate`");
+    let e = agent
+        .err(json!({"cmd": "configure", "mac": "02:00:00:00:00:01", "addrs": ["192.0.2.1/24"]}));
+    assert_eq!(e, "ENODEV");
+    assert_eq!(agent.ok(json!({"cmd": "socket", "family": "ipv4"})), 3);
+}
+
+/// A line past the protocol's 1 MiB is answered with EPROTO as soon as it passes the limit,
+/// dropped to its end, and costs linear time; the next line is served as usual, and a line
+/// of exactly 1 MiB is still a command (an unknown one).
+pub fn an_overlong_line_is_refused_in_linear_time() {
+    let (mut agent, _) = Agent::spawn(Agent::bin());
+    let started = Instant::now();
+    let mut long = String::from(r#"{"id":1,"cmd":""#);
+    long.push_str(&"x".repeat(80 << 20));
+    long.push_str(r#""}"#);
+    agent.send_raw(&long);
+    let r = agent.any_reply();
+    assert_eq!(
+        (r["id"].clone(), r["error"].clone()),
+        (json!(null), json!("EPROTO")),
+        "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap().contains("longer than 1 MiB"),
+        "{r}"
+    );
+    assert_eq!(agent.ok(json!({"cmd": "socket", "family": "ipv4"})), 3);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "80 MiB took {took:?}");
+    let mut big = String::from(r#"{"id":7,"cmd":"x"#);
+    big.push_str(&"y".repeat((1 << 20) - big.len() - 2));
+    big.push_str(r#""}"#);
+    assert_eq!(big.len(), 1 << 20);
+    agent.send_raw(&big);
+    assert_eq!(agent.reply(7)["error"], "ENOSYS");
+    assert!(agent.quit().success());
+}
+
+/// HALFCLOSE_TAP_FD naming something that is not a TAP device: a clear error and exit 2
+/// at once, no panic, no hello.
+pub fn a_tap_fd_that_is_no_tap_is_a_clear_error(bin: &str) {
+    let not_a_tap =
+        std::env::temp_dir().join(format!("halfclose-agent-not-a-tap-{}", std::process::id()));
+    for (fd, redirect, says) in [
+        (
+            "1",
+            String::new(),
+            "HALFCLOSE_TAP_FD=1 is standard output, not a TAP device",
+        ),
+        ("0", String::new(), "HALFCLOSE_TAP_FD=0 is standard input"),
+        (
+            "5",
+            "5</dev/zero".to_string(),
+            "HALFCLOSE_TAP_FD=5 is not a TAP device",
+        ),
+        (
+            "5",
+            format!("5>{}", not_a_tap.display()),
+            "HALFCLOSE_TAP_FD=5 is not a TAP device",
+        ),
+        (
+            "9",
+            String::new(),
+            "HALFCLOSE_TAP_FD=9: no such open file descriptor",
+        ),
+        ("x", String::new(), "is not a file descriptor number"),
+    ] {
+        let started = Instant::now();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec \"$0\" {redirect} </dev/null"))
+            .arg(bin)
+            .env("HALFCLOSE_TAP_FD", fd)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&not_a_tap);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{fd} {redirect}: {err}");
+        assert!(err.contains(says), "{fd} {redirect}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(out.stdout.is_empty(), "no hello before the error");
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }
