@@ -19,7 +19,6 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::capture::{Capture, Direction};
-use crate::script::values::FAST_OPEN;
 use crate::script::{FoSpec, OptSpec, PeerConfig, SendSpec, TsRef};
 use crate::timers::RttRange;
 use crate::topology::{self, Topology};
@@ -872,14 +871,8 @@ impl PeerConn {
                     ecr: pick(ecr, e),
                 }
             }
-            OptSpec::FastOpen(FoSpec::Cookie(c)) => TcpOption::Unknown {
-                kind: FAST_OPEN,
-                data: c.clone(),
-            },
-            OptSpec::FastOpen(_) => TcpOption::Unknown {
-                kind: FAST_OPEN,
-                data: Vec::new(),
-            },
+            OptSpec::FastOpen(FoSpec::Cookie(c), kind) => kind.option(c),
+            OptSpec::FastOpen(_, kind) => kind.option(&[]),
         }
     }
 

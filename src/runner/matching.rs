@@ -6,7 +6,7 @@ use crate::peer::{Arrival, PeerConn};
 use crate::script::values::show_duration;
 use std::collections::HashMap;
 
-use crate::script::values::FAST_OPEN;
+use crate::script::values::fast_open_cookie;
 use crate::script::{ExpectSpec, FoSpec, OptSpec, TsRef, Window};
 use crate::wire::{self, TcpFlags, TcpOption};
 
@@ -93,14 +93,11 @@ impl NamedSegment {
         })
     }
 
+    /// The Fast Open cookie the segment carried, in either option.
     pub fn cookie(&self) -> Option<&[u8]> {
-        self.options.iter().find_map(|o| match o {
-            TcpOption::Unknown {
-                kind: FAST_OPEN,
-                data,
-            } => Some(data.as_slice()),
-            _ => None,
-        })
+        self.options
+            .iter()
+            .find_map(|o| fast_open_cookie(o).map(|(_, c)| c))
     }
 }
 
@@ -258,29 +255,30 @@ fn option_matches(
                 }
             }
         }
-        (
-            OptSpec::FastOpen(f),
-            TcpOption::Unknown {
-                kind: FAST_OPEN,
-                data,
-            },
-        ) => match f {
-            FoSpec::AnyCookie if (4..=16).contains(&data.len()) => Ok(()),
-            FoSpec::AnyCookie => Err(format!(
-                "a Fast Open cookie of {} bytes (4 to 16 expected)",
-                data.len()
-            )),
-            FoSpec::Cookie(c) if c == data => Ok(()),
-            FoSpec::Cookie(_) => Err("another Fast Open cookie".into()),
-            FoSpec::Of(name) => match named.get(name)?.cookie() {
-                Some(c) if c == data.as_slice() => Ok(()),
-                Some(_) => Err(format!("not the cookie `{name}` carried")),
-                None => Err(format!(
-                    "the segment of `{name}` carried no Fast Open cookie"
-                )),
-            },
-        },
+        (OptSpec::FastOpen(f, kind), g) if fast_open_cookie(g).is_some_and(|(k, _)| k == *kind) => {
+            let data = fast_open_cookie(g).map_or(&[][..], |(_, c)| c);
+            fast_open_matches(f, data, named)
+        }
         _ => Err(String::new()),
+    }
+}
+
+fn fast_open_matches(f: &FoSpec, data: &[u8], named: &Named) -> Result<(), String> {
+    match f {
+        FoSpec::AnyCookie if (4..=16).contains(&data.len()) => Ok(()),
+        FoSpec::AnyCookie => Err(format!(
+            "a Fast Open cookie of {} bytes (4 to 16 expected)",
+            data.len()
+        )),
+        FoSpec::Cookie(c) if c == data => Ok(()),
+        FoSpec::Cookie(_) => Err("another Fast Open cookie".into()),
+        FoSpec::Of(name) => match named.get(name)?.cookie() {
+            Some(c) if c == data => Ok(()),
+            Some(_) => Err(format!("not the cookie `{name}` carried")),
+            None => Err(format!(
+                "the segment of `{name}` carried no Fast Open cookie"
+            )),
+        },
     }
 }
 

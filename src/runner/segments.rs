@@ -209,7 +209,7 @@ impl Run<'_> {
         };
         if !list
             .iter()
-            .any(|o| matches!(o, OptSpec::Ts { .. } | OptSpec::FastOpen(FoSpec::Of(_))))
+            .any(|o| matches!(o, OptSpec::Ts { .. } | OptSpec::FastOpen(FoSpec::Of(_), _)))
         {
             return Ok(None);
         }
@@ -237,11 +237,11 @@ impl Run<'_> {
                     val: ts(val)?,
                     ecr: ts(ecr)?,
                 },
-                OptSpec::FastOpen(FoSpec::Of(n)) => {
+                OptSpec::FastOpen(FoSpec::Of(n), kind) => {
                     let cookie = seg(n)?.cookie().ok_or_else(|| {
                         fail(format!("the segment of `{n}` carried no Fast Open cookie"))
                     })?;
-                    OptSpec::FastOpen(FoSpec::Cookie(cookie.to_vec()))
+                    OptSpec::FastOpen(FoSpec::Cookie(cookie.to_vec()), *kind)
                 }
                 other => other.clone(),
             });

@@ -154,6 +154,9 @@ pub enum SockOpt {
     UserTimeout(u32),
     /// TCP_FASTOPEN on a listener: the queue length of pending Fast Open requests.
     FastOpen(i32),
+    /// TCP_FASTOPEN_KEY: the 16-byte key the listener's cookies are made with, so a script
+    /// can fix the cookie a stack hands out.
+    FastOpenKey([u8; 16]),
     /// SO_SNDTIMEO, in milliseconds.
     SndTimeo(u32),
     /// SO_RCVTIMEO, in milliseconds.
@@ -340,10 +343,11 @@ impl Lexer {
                         Some('r') => out.push(b'\r'),
                         Some('t') => out.push(b'\t'),
                         Some(c @ ('\\' | '"')) => out.push(c as u8),
+                        Some('x') => out.push(self.hex_byte()?),
                         _ => {
                             return err(
                                 self.pos - 2,
-                                "unknown escape; expected \\n, \\r, \\t, \\\\ or \\\"",
+                                "unknown escape; expected \\n, \\r, \\t, \\xHH, \\\\ or \\\"",
                             )
                         }
                     }
@@ -352,6 +356,16 @@ impl Lexer {
             }
         }
         err(at, "string is not closed; expected a closing \"")
+    }
+    /// The two hex digits of a `\\xHH` escape (the `\\x` already taken).
+    fn hex_byte(&mut self) -> Result<u8, CallError> {
+        let at = self.pos - 2;
+        let digits: String = self.chars.iter().skip(self.pos).take(2).collect();
+        if digits.len() != 2 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+            return err(at, "`\\x` takes two hex digits, like \\x0a");
+        }
+        self.pos += 2;
+        u8::from_str_radix(&digits, 16).map_or_else(|_| err(at, "bad hex escape"), Ok)
     }
     fn arg(&mut self) -> Result<(usize, Arg), CallError> {
         self.skip_ws();
@@ -654,6 +668,9 @@ fn parse_sockopt(args: &[(usize, Arg)], end: usize) -> Result<SockOpt, CallError
         Some((at, _)) => return err(*at, "expected an option name like SO_LINGER"),
         None => return err(end, "setsockopt() needs an option name like SO_LINGER"),
     };
+    if name == "TCP_FASTOPEN_KEY" {
+        return parse_fastopen_key(&args[1..], name_at);
+    }
     let ints: Vec<(usize, i64)> = args[1..]
         .iter()
         .map(|(at, a)| match a {
@@ -720,10 +737,28 @@ fn parse_sockopt(args: &[(usize, Arg)], end: usize) -> Result<SockOpt, CallError
         _ => {
             return err(
                 name_at,
-                format!("unknown option `{name}`; expected SO_LINGER, TCP_LINGER2, SO_RCVBUF, SO_SNDBUF, TCP_NODELAY, SO_KEEPALIVE, SO_REUSEADDR, TCP_USER_TIMEOUT, TCP_FASTOPEN, SO_SNDTIMEO or SO_RCVTIMEO"),
+                format!("unknown option `{name}`; expected SO_LINGER, TCP_LINGER2, SO_RCVBUF, SO_SNDBUF, TCP_NODELAY, SO_KEEPALIVE, SO_REUSEADDR, TCP_USER_TIMEOUT, TCP_FASTOPEN, TCP_FASTOPEN_KEY, SO_SNDTIMEO or SO_RCVTIMEO"),
             )
         }
     })
+}
+
+/// `TCP_FASTOPEN_KEY, "\\x00\\x11…"`: one string of exactly 16 bytes, as Linux takes it.
+fn parse_fastopen_key(args: &[(usize, Arg)], name_at: usize) -> Result<SockOpt, CallError> {
+    match args {
+        [(at, Arg::Str(bytes))] => match <[u8; 16]>::try_from(bytes.as_slice()) {
+            Ok(key) => Ok(SockOpt::FastOpenKey(key)),
+            Err(_) => err(
+                *at,
+                format!("TCP_FASTOPEN_KEY takes 16 bytes, not {}", bytes.len()),
+            ),
+        },
+        [(at, _), ..] => err(
+            *at,
+            "TCP_FASTOPEN_KEY takes one \"string\" of 16 bytes, like \"\\x00\\x01…\"",
+        ),
+        [] => err(name_at, "TCP_FASTOPEN_KEY takes one \"string\" of 16 bytes"),
+    }
 }
 
 fn parse_outcome(lx: &mut Lexer, func: &Func) -> Result<(Outcome, bool), CallError> {
@@ -1020,6 +1055,42 @@ mod tests {
 
     fn ok(s: &str) -> Call {
         parse_call(s).unwrap_or_else(|e| panic!("{s}: {e:?}"))
+    }
+
+    #[test]
+    fn fast_open_key_and_byte_escapes() {
+        let key: Vec<u8> = (0..16).map(|i| i * 17).collect();
+        let text = format!(
+            "setsockopt(lsn, TCP_FASTOPEN_KEY, \"{}\")",
+            key.iter()
+                .map(|b| format!("\\x{b:02x}"))
+                .collect::<String>()
+        );
+        let c = ok(&text);
+        assert_eq!(c.fd, "lsn");
+        assert_eq!(
+            c.func,
+            Func::SetSockOpt(SockOpt::FastOpenKey(key.try_into().unwrap()))
+        );
+        assert_eq!(
+            ok("setsockopt(TCP_FASTOPEN_KEY, \"0123456789abcdef\")").func,
+            Func::SetSockOpt(SockOpt::FastOpenKey(*b"0123456789abcdef"))
+        );
+        for (bad, why) in [
+            ("setsockopt(TCP_FASTOPEN_KEY, \"short\")", "16 bytes, not 5"),
+            ("setsockopt(TCP_FASTOPEN_KEY, 16)", "one \"string\""),
+            ("setsockopt(TCP_FASTOPEN_KEY)", "one \"string\""),
+            ("write(\"\\x4\")", "two hex digits"),
+            ("write(\"\\xzz\")", "two hex digits"),
+            ("write(\"\\x\")", "two hex digits"),
+        ] {
+            let e = parse_call(bad).unwrap_err();
+            assert!(e.message.contains(why), "{bad}: {e:?}");
+        }
+        assert_eq!(
+            ok("write(\"a\\x00\\xffb\")").func,
+            Func::Write(Payload::Bytes(vec![b'a', 0, 0xff, b'b']))
+        );
     }
 
     #[test]

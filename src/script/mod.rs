@@ -24,7 +24,7 @@ use crate::Family;
 pub use call::{Call, Func, Outcome, Payload, SockOpt};
 use matrix::{Combination, Matrix};
 use raw::{MatrixOnly, RawExpect, RawScenario, RawSend, RawSetup, RawStep, SysctlValue};
-pub use values::{FoSpec, NumRef, OptSpec, SeqSpec, TsRef};
+pub use values::{FoKind, FoSpec, NumRef, OptSpec, SeqSpec, TsRef};
 
 /// How long an `expect` waits when the script gives no `within`.
 pub const DEFAULT_WITHIN: Duration = Duration::from_secs(1);
@@ -1564,14 +1564,14 @@ fn lower_send(cx: &Cx, s: &Spanned<RawSend>) -> Result<SendSpec, ScriptError> {
     if let Some(o) = options
         .iter()
         .flatten()
-        .find(|o| **o == OptSpec::FastOpen(FoSpec::AnyCookie))
+        .find(|o| matches!(o, OptSpec::FastOpen(FoSpec::AnyCookie, _)))
     {
         let at = r
             .options
             .as_ref()
-            .and_then(|l| l.iter().find(|x| x.value.trim() == "fo"));
+            .and_then(|l| l.iter().find(|x| matches!(x.value.trim(), "fo" | "foexp")));
         let msg = format!(
-            "`{o}`: the peer sends a cookie it knows: `fo request`, `fo COOKIE` or `fo @name`"
+            "`{o}`: the peer sends a cookie it knows: `fo request`, `fo COOKIE` or `fo @name` (or foexp …)"
         );
         return Err(match at {
             Some(x) => cx.at(x, msg),
@@ -1811,7 +1811,7 @@ fn check_option_refs(
                 }
                 v
             }
-            OptSpec::FastOpen(FoSpec::Of(n)) => vec![(n.as_str(), false, "the cookie")],
+            OptSpec::FastOpen(FoSpec::Of(n), _) => vec![(n.as_str(), false, "the cookie")],
             _ => continue,
         };
         for (name, from_peer, what) in wants {

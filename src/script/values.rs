@@ -369,9 +369,10 @@ pub enum OptSpec {
         val: TsRef,
         ecr: TsRef,
     },
-    /// The TCP Fast Open option (kind 34, RFC 7413): any cookie (expect), a cookie given or
-    /// taken from a named segment, or a request (an empty cookie).
-    FastOpen(FoSpec),
+    /// The TCP Fast Open option (kind 34, RFC 7413, or the experimental kind 254 that came
+    /// before it): any cookie (expect), a cookie given or taken from a named segment, or a
+    /// request (an empty cookie).
+    FastOpen(FoSpec, FoKind),
 }
 
 /// One value of a timestamp option.
@@ -398,6 +399,58 @@ pub enum FoSpec {
 
 /// The Fast Open option's kind (RFC 7413 §4.1.1).
 pub const FAST_OPEN: u8 = 34;
+/// The experimental option's kind (RFC 6994) and the magic number that says it is Fast Open,
+/// which Linux still accepts and answers in kind (packetdrill's `FOEXP`).
+pub const EXPERIMENTAL: u8 = 254;
+pub const FAST_OPEN_MAGIC: [u8; 2] = [0xf9, 0x89];
+
+/// Which of the two Fast Open options: `fo` (kind 34) or `foexp` (kind 254, magic 0xF989).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FoKind {
+    Rfc7413,
+    Experimental,
+}
+
+impl FoKind {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            FoKind::Rfc7413 => "fo",
+            FoKind::Experimental => "foexp",
+        }
+    }
+
+    /// The option on the wire with this cookie (empty: a request).
+    pub fn option(self, cookie: &[u8]) -> TcpOption {
+        match self {
+            FoKind::Rfc7413 => TcpOption::Unknown {
+                kind: FAST_OPEN,
+                data: cookie.to_vec(),
+            },
+            FoKind::Experimental => TcpOption::Unknown {
+                kind: EXPERIMENTAL,
+                data: [&FAST_OPEN_MAGIC[..], cookie].concat(),
+            },
+        }
+    }
+}
+
+/// The Fast Open cookie an option carries, and in which option; None: not a Fast Open option
+/// (an experimental option with another magic number is not).
+pub fn fast_open_cookie(o: &TcpOption) -> Option<(FoKind, &[u8])> {
+    match o {
+        TcpOption::Unknown {
+            kind: FAST_OPEN,
+            data,
+        } => Some((FoKind::Rfc7413, data)),
+        TcpOption::Unknown {
+            kind: EXPERIMENTAL,
+            data,
+        } => data
+            .strip_prefix(&FAST_OPEN_MAGIC[..])
+            .map(|c| (FoKind::Experimental, c)),
+        _ => None,
+    }
+}
 
 impl fmt::Display for TsRef {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -415,13 +468,18 @@ impl fmt::Display for OptSpec {
             OptSpec::Exact(o) => write!(f, "{o}"),
             OptSpec::AnyTimestamp => f.write_str("TS"),
             OptSpec::Ts { val, ecr } => write!(f, "TS val {val} ecr {ecr}"),
-            OptSpec::FastOpen(FoSpec::AnyCookie) => f.write_str("fo (any cookie)"),
-            OptSpec::FastOpen(FoSpec::Cookie(c)) if c.is_empty() => f.write_str("fo request"),
-            OptSpec::FastOpen(FoSpec::Cookie(c)) => {
-                let hex: String = c.iter().map(|b| format!("{b:02x}")).collect();
-                write!(f, "fo {hex}")
+            OptSpec::FastOpen(spec, kind) => {
+                let k = kind.keyword();
+                match spec {
+                    FoSpec::AnyCookie => write!(f, "{k} (any cookie)"),
+                    FoSpec::Cookie(c) if c.is_empty() => write!(f, "{k} request"),
+                    FoSpec::Cookie(c) => {
+                        let hex: String = c.iter().map(|b| format!("{b:02x}")).collect();
+                        write!(f, "{k} {hex}")
+                    }
+                    FoSpec::Of(n) => write!(f, "{k} @{n}"),
+                }
             }
-            OptSpec::FastOpen(FoSpec::Of(n)) => write!(f, "fo @{n}"),
         }
     }
 }
@@ -432,15 +490,9 @@ impl OptSpec {
         match self {
             OptSpec::Exact(o) => o.clone(),
             OptSpec::AnyTimestamp | OptSpec::Ts { .. } => TcpOption::Timestamps { val: 0, ecr: 0 },
-            OptSpec::FastOpen(FoSpec::Cookie(c)) => TcpOption::Unknown {
-                kind: FAST_OPEN,
-                data: c.clone(),
-            },
+            OptSpec::FastOpen(FoSpec::Cookie(c), kind) => kind.option(c),
             // A cookie not yet known: the largest one (16 bytes).
-            OptSpec::FastOpen(_) => TcpOption::Unknown {
-                kind: FAST_OPEN,
-                data: vec![0; 16],
-            },
+            OptSpec::FastOpen(_, kind) => kind.option(&[0; 16]),
         }
     }
 }
@@ -494,8 +546,8 @@ fn parse_ts(words: &[&str], text: &str) -> Result<OptSpec, String> {
     })
 }
 
-/// `fo`, `fo request`, `fo 0a1b2c3d…` (hex) or `fo @name`.
-fn parse_fast_open(words: &[&str], text: &str) -> Result<OptSpec, String> {
+/// `fo`, `fo request`, `fo 0a1b2c3d…` (hex) or `fo @name`; `foexp` likewise.
+fn parse_fast_open(words: &[&str], text: &str, kind: FoKind) -> Result<OptSpec, String> {
     let spec = match words.get(1) {
         None => FoSpec::AnyCookie,
         Some(&"request") => FoSpec::Cookie(Vec::new()),
@@ -506,7 +558,8 @@ fn parse_fast_open(words: &[&str], text: &str) -> Result<OptSpec, String> {
                 && (8..=32).contains(&hex.len())
                 && hex.chars().all(|c| c.is_ascii_hexdigit());
             if !ok {
-                return Err(format!("`{text}`: a Fast Open cookie is 4 to 16 bytes in hex (fo 0a1b2c3d), `request`, or @name"));
+                let k = kind.keyword();
+                return Err(format!("`{text}`: a Fast Open cookie is 4 to 16 bytes in hex ({k} 0a1b2c3d), `request`, or @name"));
             }
             FoSpec::Cookie(
                 (0..hex.len() / 2)
@@ -516,9 +569,9 @@ fn parse_fast_open(words: &[&str], text: &str) -> Result<OptSpec, String> {
         }
     };
     if words.len() > 2 {
-        return Err(format!("`{text}`: fo takes one value"));
+        return Err(format!("`{text}`: {} takes one value", kind.keyword()));
     }
-    Ok(OptSpec::FastOpen(spec))
+    Ok(OptSpec::FastOpen(spec, kind))
 }
 
 /// Parses one option: `mss 1460`, `wscale 7`, `sackOK`, `nop`, `eol`, `ts`,
@@ -543,11 +596,12 @@ pub fn parse_option(text: &str) -> Result<OptSpec, String> {
         ("wscale", 2) => TcpOption::WindowScale(bounded(num(1)?, 14, text)? as u8),
         ("ts", 1) => return Ok(OptSpec::AnyTimestamp),
         ("ts", _) => return parse_ts(&words, text),
-        ("fo", _) => return parse_fast_open(&words, text),
+        ("fo", _) => return parse_fast_open(&words, text, FoKind::Rfc7413),
+        ("foexp", _) => return parse_fast_open(&words, text, FoKind::Experimental),
         ("sack", n) if n > 1 => TcpOption::Sack(parse_sack_blocks(&words[1..], text)?),
         _ => {
             return Err(format!(
-                "unknown option `{text}`; expected mss N, wscale N, sackOK, nop, eol, ts, ts val N ecr N (or @name), sack L:R, fo, fo request, fo COOKIE or fo @name"
+                "unknown option `{text}`; expected mss N, wscale N, sackOK, nop, eol, ts, ts val N ecr N (or @name), sack L:R, fo, fo request, fo COOKIE, fo @name, or foexp in the same forms"
             ))
         }
     };
@@ -627,25 +681,71 @@ mod tests {
         assert!(parse_option("ts val @Bad").is_err());
         assert!(parse_option("ts val 1 val 2").is_err());
         assert!(parse_option("ts val").is_err());
-        assert_eq!(parse_option("fo"), Ok(OptSpec::FastOpen(FoSpec::AnyCookie)));
+        assert_eq!(
+            parse_option("fo"),
+            Ok(OptSpec::FastOpen(FoSpec::AnyCookie, FoKind::Rfc7413))
+        );
         assert_eq!(
             parse_option("fo request"),
-            Ok(OptSpec::FastOpen(FoSpec::Cookie(vec![])))
+            Ok(OptSpec::FastOpen(FoSpec::Cookie(vec![]), FoKind::Rfc7413))
         );
         assert_eq!(
             parse_option("fo 0a0b0c0d"),
-            Ok(OptSpec::FastOpen(FoSpec::Cookie(vec![10, 11, 12, 13])))
+            Ok(OptSpec::FastOpen(
+                FoSpec::Cookie(vec![10, 11, 12, 13]),
+                FoKind::Rfc7413
+            ))
         );
         assert!(parse_option("fo 0a0b").is_err(), "too short");
         assert_eq!(
             parse_option("fo @synack"),
-            Ok(OptSpec::FastOpen(FoSpec::Of("synack".into())))
+            Ok(OptSpec::FastOpen(
+                FoSpec::Of("synack".into()),
+                FoKind::Rfc7413
+            ))
         );
+        assert_eq!(
+            parse_option("foexp 0a0b0c0d"),
+            Ok(OptSpec::FastOpen(
+                FoSpec::Cookie(vec![10, 11, 12, 13]),
+                FoKind::Experimental
+            ))
+        );
+        assert!(parse_option("foexp 0a0b")
+            .unwrap_err()
+            .contains("(foexp 0a1b2c3d)"));
         assert!(parse_option("wscale 20").is_err());
         assert!(parse_option("mss").is_err());
         assert!(parse_option("bogus")
             .unwrap_err()
             .contains("unknown option"));
+    }
+
+    /// The experimental option carries the magic number before the cookie, and only an
+    /// experimental option with that magic number is read as Fast Open.
+    #[test]
+    fn experimental_fast_open_on_the_wire() {
+        let o = FoKind::Experimental.option(&[1, 2, 3, 4]);
+        assert_eq!(
+            o,
+            TcpOption::Unknown {
+                kind: 254,
+                data: vec![0xf9, 0x89, 1, 2, 3, 4]
+            }
+        );
+        assert_eq!(
+            fast_open_cookie(&o),
+            Some((FoKind::Experimental, &[1, 2, 3, 4][..]))
+        );
+        let other = TcpOption::Unknown {
+            kind: 254,
+            data: vec![0x12, 0x34, 1, 2],
+        };
+        assert_eq!(fast_open_cookie(&other), None);
+        assert_eq!(
+            fast_open_cookie(&FoKind::Rfc7413.option(&[])),
+            Some((FoKind::Rfc7413, &[][..]))
+        );
     }
 
     fn flags(text: &str) -> Result<FlagsSpec, String> {

@@ -64,13 +64,14 @@ pub const SOCKOPTS: &[&str] = &[
     "reuseaddr",
     "user_timeout",
     "fastopen",
+    "fastopen_key",
     "sndtimeo",
     "rcvtimeo",
 ];
 const EVENTS: &[&str] = &["state", "readable", "reset"];
 /// The `ioctl` requests and `getsockopt` options of protocol 1.
-const IOCTLS: &[&str] = &["siocinq", "siocoutq", "siocoutqnsd"];
-const GETSOCKOPTS: &[&str] = &["so_error"];
+pub const IOCTLS: &[&str] = &["siocinq", "siocoutq", "siocoutqnsd"];
+pub const GETSOCKOPTS: &[&str] = &["so_error"];
 
 /// What an agent says it can do (its hello line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -331,9 +332,26 @@ fn opt_json(opt: &SockOpt) -> (&'static str, Value) {
         SockOpt::ReuseAddr(v) => ("reuseaddr", json!({"value": v})),
         SockOpt::UserTimeout(ms) => ("user_timeout", json!({"value": ms})),
         SockOpt::FastOpen(v) => ("fastopen", json!({"value": v})),
+        SockOpt::FastOpenKey(k) => ("fastopen_key", json!({"key": hex(&k)})),
         SockOpt::SndTimeo(ms) => ("sndtimeo", json!({"value": ms})),
         SockOpt::RcvTimeo(ms) => ("rcvtimeo", json!({"value": ms})),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 hex digits as the 16 bytes of a key; None for anything else.
+fn unhex(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
 }
 
 /// A socket option as a command names it; None: not one protocol 1 has, or malformed.
@@ -356,6 +374,7 @@ pub fn opt_from_json(cmd: &Value) -> Option<SockOpt> {
         "sndbuf" => SockOpt::SndBuf(int()?),
         "reuseaddr" => SockOpt::ReuseAddr(flag()?),
         "fastopen" => SockOpt::FastOpen(int()?),
+        "fastopen_key" => SockOpt::FastOpenKey(unhex(cmd.get("key")?.as_str()?)?),
         // Milliseconds, bounded as a script's are (a blocked call may not outlive its trial).
         "user_timeout" | "sndtimeo" | "rcvtimeo" => {
             let ms = u32::try_from(int()?).ok()?;
@@ -889,7 +908,7 @@ fn execute(wire: &Wire, func: &Func, fd: i64, (sut, peer): Addrs) -> CallResult 
 }
 
 /// The names of the bits of `mask` (`["POLLIN", "POLLRDHUP"]`).
-fn mask_names(table: &'static [(&'static str, u32)], mask: u32) -> Vec<&'static str> {
+pub fn mask_names(table: &'static [(&'static str, u32)], mask: u32) -> Vec<&'static str> {
     table
         .iter()
         .filter(|(_, v)| mask & v == *v)

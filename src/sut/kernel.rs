@@ -223,6 +223,9 @@ fn set_option(fd: RawFd, opt: &SockOpt) -> isize {
         SockOpt::ReuseAddr(v) => int(libc::SOL_SOCKET, libc::SO_REUSEADDR, v as i32),
         SockOpt::UserTimeout(ms) => int(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms as i32),
         SockOpt::FastOpen(qlen) => int(libc::IPPROTO_TCP, libc::TCP_FASTOPEN, qlen),
+        SockOpt::FastOpenKey(key) => {
+            setsockopt_raw(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_KEY, &key)
+        }
         SockOpt::SndTimeo(ms) | SockOpt::RcvTimeo(ms) => {
             let name = match *opt {
                 SockOpt::SndTimeo(_) => libc::SO_SNDTIMEO,

@@ -117,6 +117,10 @@ impl TcpOption {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// tcpdump's spelling: `mss 1460`, `nop`, `eol`, `wscale 7`, `sackOK`, `sack 1:2 5:9`,
 /// `TS val 1 ecr 0`, and `unknown-253 0x0102` for anything else.
 impl fmt::Display for TcpOption {
@@ -135,6 +139,18 @@ impl fmt::Display for TcpOption {
                 Ok(())
             }
             TcpOption::Timestamps { val, ecr } => write!(f, "TS val {val} ecr {ecr}"),
+            // Fast Open (RFC 7413), and its experimental form (kind 254, magic 0xF989), as
+            // tcpdump names them: the script's `fo` and `foexp`.
+            TcpOption::Unknown { kind: 34, data } if data.is_empty() => {
+                f.write_str("tfo cookiereq")
+            }
+            TcpOption::Unknown { kind: 34, data } => write!(f, "tfo cookie {}", hex(data)),
+            TcpOption::Unknown { kind: 254, data } if data.starts_with(&[0xf9, 0x89]) => {
+                match &data[2..] {
+                    [] => f.write_str("exp-tfo cookiereq"),
+                    cookie => write!(f, "exp-tfo cookie {}", hex(cookie)),
+                }
+            }
             TcpOption::Unknown { kind, data } => {
                 write!(f, "unknown-{kind}")?;
                 if !data.is_empty() {
@@ -260,6 +276,20 @@ mod tests {
                     data: vec![1, 0xab],
                 },
                 "unknown-253 0x01ab",
+            ),
+            (
+                TcpOption::Unknown {
+                    kind: 34,
+                    data: vec![],
+                },
+                "tfo cookiereq",
+            ),
+            (
+                TcpOption::Unknown {
+                    kind: 254,
+                    data: vec![0xf9, 0x89, 1, 0xab],
+                },
+                "exp-tfo cookie 01ab",
             ),
             (
                 TcpOption::Unknown {

@@ -16,7 +16,7 @@ use std::io::{BufReader, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use halfclose::sut::agent::{CALLS, SHUTDOWN, SOCKOPTS};
+use halfclose::sut::agent::{CALLS, GETSOCKOPTS, IOCTLS, SHUTDOWN, SOCKOPTS};
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: halfclose-linux-agent [--netns PATH] [--iface IF]
@@ -121,9 +121,6 @@ fn skip_line(r: &mut impl std::io::BufRead) -> std::io::Result<()> {
     }
 }
 
-/// Calls of protocol 1 this agent does not make yet.
-const APP_VIEW_CALLS: &[&str] = &["poll", "ioctl", "getsockopt"];
-
 /// The capabilities: every call and option the kernel driver has, timers, sysctls.
 fn hello() -> Value {
     let release = nix::sys::utsname::uname()
@@ -133,12 +130,13 @@ fn hello() -> Value {
         "protocol": 1,
         "agent": "halfclose-linux-agent",
         "stack": format!("linux {release}"),
-        // Every call, shutdown mode and option protocol 1 has: the kernel driver makes them all,
-        // but for the application's-view calls (poll, ioctl, getsockopt), which this agent's
-        // session does not parse yet: scenarios that use them are skipped, naming them.
-        "calls": CALLS.iter().filter(|c| !APP_VIEW_CALLS.contains(c)).collect::<Vec<_>>(),
+        // Every call, shutdown mode, option, ioctl and getsockopt protocol 1 has: the kernel
+        // driver makes them all.
+        "calls": CALLS,
         "shutdown": SHUTDOWN,
         "sockopts": SOCKOPTS,
+        "ioctls": IOCTLS,
+        "getsockopts": GETSOCKOPTS,
         "timers": true,
         "time_wait_ms": 60000,
         "link": "netns",

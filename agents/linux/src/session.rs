@@ -7,10 +7,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use halfclose::observe::Observer;
-use halfclose::script::call::{How, Payload};
-use halfclose::script::Func;
-use halfclose::sut::agent::{from_hex, opt_from_json, reply_of, timer_name, CALLS};
+use halfclose::script::call::{GetOpt, How, Ioctl, Payload};
+use halfclose::script::{names, Func};
+use halfclose::sut::agent::{from_hex, mask_names, opt_from_json, reply_of, timer_name, CALLS};
+use halfclose::sut::app::{self, Epolls};
 use halfclose::sut::kernel::{execute, new_socket};
+use halfclose::sut::CallResult;
+use nix::errno::Errno;
 use serde_json::{json, Value};
 
 use crate::netns::{self, Sut};
@@ -127,8 +130,30 @@ fn einval(message: String) -> Refusal {
 fn call(v: &Value) -> Value {
     match command(v) {
         Ok(Call::Socket(ip)) => reply_of(&new_socket(ip)),
-        Ok(Call::On(func, fd, addr)) => reply_of(&execute(&func, fd, addr, addr)),
+        Ok(Call::On(func, fd, addr)) => {
+            // poll, ioctl and getsockopt are the application's-view calls (src/sut/app.rs);
+            // protocol 1 has no epoll, so no instance is ever kept.
+            match app::execute(&func, fd, &Epolls::default()) {
+                Some(result) => app_reply(&func, &result),
+                None => reply_of(&execute(&func, fd, addr, addr)),
+            }
+        }
         Err(r) => refused(r),
+    }
+}
+
+/// The reply to poll (revents by name) and getsockopt so_error (the errno by name, or
+/// null); anything else replies as any call does.
+fn app_reply(func: &Func, result: &CallResult) -> Value {
+    match (func, result) {
+        (Func::Poll { .. }, CallResult::Ret(mask)) => {
+            json!({"ok": {"revents": mask_names(names::POLL_EVENTS, *mask as u32)}})
+        }
+        (Func::GetSockOpt(GetOpt::SoError), CallResult::Ret(0)) => json!({"ok": {"error": null}}),
+        (Func::GetSockOpt(GetOpt::SoError), CallResult::Ret(n)) => {
+            json!({"ok": {"error": format!("{:?}", Errno::from_raw(*n as i32))}})
+        }
+        _ => reply_of(result),
     }
 }
 
@@ -189,11 +214,43 @@ fn command(v: &Value) -> Result<Call, Refusal> {
         })),
         "close" => on(Func::Close),
         "dup" => on(Func::Dup),
+        "poll" => on(poll(v)?),
+        "ioctl" => on(Func::Ioctl(match v["req"].as_str() {
+            Some("siocinq") => Ioctl::InQ,
+            Some("siocoutq") => Ioctl::OutQ,
+            Some("siocoutqnsd") => Ioctl::OutQNsd,
+            _ => {
+                return Err(einval(
+                    "`req` must be siocinq, siocoutq or siocoutqnsd".into(),
+                ))
+            }
+        })),
+        "getsockopt" => match v["opt"].as_str() {
+            Some("so_error") => on(Func::GetSockOpt(GetOpt::SoError)),
+            _ => Err(("ENOPROTOOPT", format!("getsockopt: unknown `opt` in {v}"))),
+        },
         _ => match opt_from_json(v) {
             Some(opt) => on(Func::SetSockOpt(opt)),
             None => Err(("ENOSYS", format!("unsupported or malformed option: {v}"))),
         },
     }
+}
+
+/// `{"events": ["POLLIN", …], "timeout_ms": N}`; the timeout bounded as a script's is.
+fn poll(v: &Value) -> Result<Func, Refusal> {
+    let list: Vec<String> = v["events"]
+        .as_array()
+        .ok_or(einval("missing `events`".into()))?
+        .iter()
+        .map(|e| e.as_str().map(String::from))
+        .collect::<Option<_>>()
+        .ok_or(einval("`events` must be a list of names".into()))?;
+    let events = names::mask_of(names::POLL_EVENTS, &list).map_err(einval)?;
+    let timeout_ms = v["timeout_ms"]
+        .as_i64()
+        .filter(|t| (0..=halfclose::script::call::MAX_BLOCK_MS).contains(t))
+        .ok_or(einval("`timeout_ms` must be 0 to 10000".into()))? as i32;
+    Ok(Func::Poll { events, timeout_ms })
 }
 
 fn addr(v: &Value, field: &str) -> Result<SocketAddr, Refusal> {
