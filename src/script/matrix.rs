@@ -222,9 +222,11 @@ pub fn captured_names(text: &str) -> BTreeSet<String> {
     out
 }
 
-/// The value of `${name}`, `${name + N}` or `${name - N}`: a variable's text, a numeric
-/// variable with the offset added, or, for a value captured at run time, `"$name+N"` (quoted,
-/// so YAML reads it as text wherever it stands) for the step to fill in.
+/// The value of `${name}`, or of a sum like `${name + N}`, `${rcv + w - 1}`: a variable's text
+/// as it stands, or the sum's terms added up. A term is a number, a numeric variable (matrix or
+/// per family), or at most one value captured at run time, added (not subtracted); with one,
+/// the value is `"$name+N"` (quoted, so YAML reads it as text wherever it stands) for the step
+/// to fill in, N being the rest of the sum.
 fn value_of(
     reference: &str,
     vars: &BTreeMap<String, String>,
@@ -233,14 +235,54 @@ fn value_of(
     if let Some(v) = vars.get(reference) {
         return Some(v.clone());
     }
-    let (name, off) = super::values::split_offset(reference)?;
-    if let Some(v) = vars.get(name) {
-        let n: i64 = v.trim().parse().ok()?;
-        return Some(n.checked_add(off)?.to_string());
+    let mut sum: i64 = 0;
+    let mut capture: Option<&str> = None;
+    for (negative, term) in terms(reference)? {
+        let n = if let Ok(n) = term.parse::<i64>() {
+            n
+        } else if let Some(v) = vars.get(term) {
+            v.trim().parse::<i64>().ok()?
+        } else if captured.contains(term) && capture.is_none() && !negative {
+            capture = Some(term);
+            continue;
+        } else {
+            return None;
+        };
+        // Within the sequence space, as the offsets of captured values are.
+        if n.unsigned_abs() > u64::from(u32::MAX) {
+            return None;
+        }
+        sum = if negative {
+            sum.checked_sub(n)?
+        } else {
+            sum.checked_add(n)?
+        };
     }
-    captured
-        .contains(name)
-        .then(|| format!("\"${name}{off:+}\""))
+    Some(match capture {
+        Some(name) => format!("\"${name}{sum:+}\""),
+        None => sum.to_string(),
+    })
+}
+
+/// The terms of `a + b - c`, each with whether it is subtracted; None for an empty term (`a +`,
+/// `a + - b`). The first term may not be negative: `-1` alone is a number, not a sum.
+fn terms(reference: &str) -> Option<Vec<(bool, &str)>> {
+    let mut out = Vec::new();
+    let mut negative = false;
+    let mut rest = reference.trim();
+    loop {
+        let end = rest.find(['+', '-']).unwrap_or(rest.len());
+        let term = rest[..end].trim();
+        if term.is_empty() {
+            return None;
+        }
+        out.push((negative, term));
+        if end == rest.len() {
+            return Some(out);
+        }
+        negative = &rest[end..=end] == "-";
+        rest = &rest[end + 1..];
+    }
 }
 
 /// [`substitute`], leaving references to values captured at run time for the steps.
@@ -289,7 +331,7 @@ pub fn substitute_with(
                 let shown = shorten(name);
                 return Err((
                     offset + i,
-                    format!("unknown variable `${{{shown}}}` ({hint}; a value captured with `=name` is used as ${{name}} or ${{name + N}})"),
+                    format!("unknown variable `${{{shown}}}` ({hint}; a value captured with `=name` is used as ${{name}} or in a sum like ${{name + N}})"),
                 ));
             }
         }
@@ -541,6 +583,52 @@ mod tests {
         assert_eq!(&written[map.written_offset(16)..], "${x}\n");
         assert_eq!(&written[map.written_offset(23)..], "\n");
         assert_eq!(blank_variables("a: ${x}\nb: ${\u{e9}}"), "a: 0000\nb: 0000");
+    }
+
+    /// Sums mix numbers, numeric variables and one captured value (`${w + rcv - 1}`).
+    #[test]
+    fn sums_of_variables_and_a_capture() {
+        let vars = BTreeMap::from([
+            ("rcv".to_string(), "2".to_string()),
+            ("d".to_string(), "-1".to_string()),
+            ("word".to_string(), "abc".to_string()),
+        ]);
+        let captured = BTreeSet::from(["w".to_string()]);
+        let sub = |t: &str| substitute_with(t, &vars, &captured, 1000).map(|(s, _)| s);
+        assert_eq!(sub("${rcv + 1460}").unwrap(), "1462");
+        assert_eq!(
+            sub("${rcv + d}").unwrap(),
+            "1",
+            "a negative variable is added as it is"
+        );
+        assert_eq!(sub("${rcv - d - 3}").unwrap(), "0");
+        assert_eq!(sub("${w + rcv + d}").unwrap(), "\"$w+1\"");
+        assert_eq!(
+            sub("${rcv + w - 2}").unwrap(),
+            "\"$w+0\"",
+            "the capture anywhere in the sum"
+        );
+        assert_eq!(sub("${w}").unwrap(), "\"$w+0\"");
+        assert_eq!(
+            sub("${word}").unwrap(),
+            "abc",
+            "a text variable alone stands as it is"
+        );
+        // Not a sum the steps could compute: an error at the reference.
+        for bad in [
+            "${rcv - w}",
+            "${w + w}",
+            "${rcv + word}",
+            "${rcv +}",
+            "${- rcv}",
+            "${rcv + nope}",
+            "${rcv * 2}",
+            "${rcv + 4294967296}",
+        ] {
+            assert!(sub(bad).is_err(), "{bad}");
+        }
+        // Without captures, the same sums of variables.
+        assert_eq!(substitute("${rcv + d + 10}", &vars, 1000).unwrap().0, "11");
     }
 
     #[test]
