@@ -624,7 +624,9 @@ fn socket_addr(family: Family, field: &[u8], port: u16) -> SocketAddr {
     octets.copy_from_slice(&field[..16]);
     let ip = match family {
         // IPv4 sockets use the first four bytes only.
-        Family::V4 => IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3])),
+        Family::V4 | Family::V4Mapped => {
+            IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
+        }
         Family::V6 => IpAddr::V6(Ipv6Addr::from(octets)),
     };
     canonical(SocketAddr::new(ip, port))

@@ -132,7 +132,7 @@ impl Link {
         // starve it (seen: over 10 s with four hogs on two cores).
         const GIVE_UP: Duration = Duration::from_secs(30);
         let probe = match family {
-            Family::V4 => {
+            Family::V4 | Family::V4Mapped => {
                 wire::emit_arp_request(topology::PEER_MAC, self.peer_v4, topology::SUT_V4)
             }
             Family::V6 => {

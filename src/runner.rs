@@ -355,6 +355,7 @@ fn execute(
         step_no: 0,
         profile: cfg.stack.profile(),
         transitions,
+        family,
     };
     let result = run.steps().and_then(|()| run.final_quiet());
     run.finish();
@@ -365,7 +366,7 @@ fn execute(
 /// capture has no MLD reports in it (the script may still turn it back on).
 fn trial_sysctls(sc: &Scenario, family: Family) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if family == Family::V4 {
+    if family.wire() == Family::V4 {
         for k in [
             "net.ipv6.conf.all.disable_ipv6",
             "net.ipv6.conf.default.disable_ipv6",
@@ -411,6 +412,8 @@ struct Run<'a> {
     profile: &'static crate::timers::TimerProfile,
     /// Every state change, when the tracepoint could be opened.
     transitions: Option<Transitions>,
+    /// The trial's family: the SUT's socket calls see mapped addresses in `V4Mapped`.
+    family: Family,
 }
 
 impl Run<'_> {
@@ -519,9 +522,10 @@ impl Run<'_> {
     /// The SUT-side and peer-side socket addresses of a connection.
     fn addrs(&self, name: &str) -> (SocketAddr, SocketAddr) {
         let c = self.conn(name);
+        // What the SUT's socket calls use: `::ffff:` addresses in the mapped family.
         (
-            SocketAddr::new(c.ep.dst, c.sut_port),
-            SocketAddr::new(c.ep.src, c.peer_port),
+            self.family.sut_view(SocketAddr::new(c.ep.dst, c.sut_port)),
+            self.family.sut_view(SocketAddr::new(c.ep.src, c.peer_port)),
         )
     }
 

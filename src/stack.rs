@@ -289,13 +289,17 @@ impl Stack {
 
     /// Why a scenario cannot run on this stack, if it cannot: a capability the stack lacks,
     /// or one this machine lacks for it (a sysctl an unprivileged namespace hides, TAP).
-    pub fn missing(&self, sc: &Scenario) -> Option<String> {
+    pub fn missing(&self, sc: &Scenario, family: crate::Family) -> Option<String> {
         if let Some((k, _)) = sc.setup.sysctls.first() {
             if !self.has_sysctls() {
                 return Some(format!("sysctl {k} (a Linux kernel setting)"));
             }
         }
-        if let Some(m) = self.agent.as_ref().and_then(|(_, hello)| hello.missing(sc)) {
+        if let Some(m) = self
+            .agent
+            .as_ref()
+            .and_then(|(_, hello)| hello.missing(sc, family))
+        {
             return Some(m);
         }
         if self.has_sysctls() && self.peer_iface.is_none() {
@@ -397,6 +401,7 @@ mod tests {
         let netns = Hello {
             link: AgentLink::Netns,
             sysctls: true,
+            ipv4_mapped: false,
             ..hello("linux 6.1")
         };
         let s = Stack::agent(None, vec!["x".into()], netns);

@@ -112,7 +112,7 @@ const ETHTOOL_GGRO: u32 = 0x2b;
 /// The SUT's address for a family.
 pub fn sut_ip(family: Family) -> IpAddr {
     match family {
-        Family::V4 => SUT_V4.into(),
+        Family::V4 | Family::V4Mapped => SUT_V4.into(),
         Family::V6 => SUT_V6.into(),
     }
 }
@@ -122,7 +122,7 @@ pub fn sut_ip(family: Family) -> IpAddr {
 /// state tracepoint cannot tell namespaces apart; `PEER_V4`/`PEER_V6` are host 2.
 pub fn peer_ip(family: Family, host: u8) -> IpAddr {
     match family {
-        Family::V4 => Ipv4Addr::new(192, 0, 2, host).into(),
+        Family::V4 | Family::V4Mapped => Ipv4Addr::new(192, 0, 2, host).into(),
         Family::V6 => Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, host as u16).into(),
     }
 }
@@ -181,7 +181,7 @@ const CLAIM_WAIT: Duration = Duration::from_secs(30);
 /// The prefix length of the trial subnet for a family.
 pub fn prefix_len(family: Family) -> u8 {
     match family {
-        Family::V4 => PREFIX_V4,
+        Family::V4 | Family::V4Mapped => PREFIX_V4,
         Family::V6 => PREFIX_V6,
     }
 }

@@ -296,6 +296,13 @@ impl Transitions {
                 let b: [u8; 16] = raw.get(l.daddr_v6..l.daddr_v6 + 16)?.try_into().ok()?;
                 IpAddr::from(b)
             }
+            // A mapped socket is AF_INET6 with `::ffff:a.b.c.d` in daddr_v6 (and the IPv4
+            // address in daddr); an AF_INET socket to the same peer is not the SUT's, so a
+            // trial whose socket silently became IPv4 shows no transitions.
+            (Family::V4Mapped, libc::AF_INET6) => {
+                let b: [u8; 16] = raw.get(l.daddr_v6..l.daddr_v6 + 16)?.try_into().ok()?;
+                IpAddr::V4(std::net::Ipv6Addr::from(b).to_ipv4_mapped()?)
+            }
             _ => return None,
         };
         let dport = u16_at(l.dport)?;

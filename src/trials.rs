@@ -39,7 +39,7 @@ pub fn trials(
                 .map(|d| (d.clone(), expected.file.clone()));
             let ignored = sc.ignore.is_some();
             let trial = Trial::ignorable_test(name.clone(), move || {
-                let record = match cfg.stack.missing(&sc) {
+                let record = match cfg.stack.missing(&sc, family) {
                     Some(what) => Record::skipped(&name, &sc.file.display().to_string(), &what),
                     None => {
                         let _progress = schedule::started(&name, estimate);

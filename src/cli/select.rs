@@ -25,6 +25,10 @@ pub struct Selection {
     /// Leave out trials whose name contains S (is S, with --exact); repeatable.
     #[arg(long, value_name = "S")]
     pub skip: Vec<String>,
+    /// The address families to run, a comma list of ipv4, ipv6, ipv4-mapped (default
+    /// ipv4,ipv6): every scenario runs in each of them that its `families:` allows.
+    #[arg(long, alias = "family", value_name = "LIST", value_delimiter = ',', value_parser = parse_family)]
+    pub families: Vec<crate::Family>,
     /// Leave out scenarios tagged `slow` (the 60 s TIME_WAIT expiry).
     #[arg(long)]
     pub fast: bool,
@@ -65,6 +69,12 @@ pub struct Selection {
     /// paths are in, whichever part of it they name).
     #[arg(long, value_name = "FILE")]
     pub expectations: Option<PathBuf>,
+}
+
+/// One family of `--families`, by its trial-name prefix.
+fn parse_family(s: &str) -> Result<crate::Family, String> {
+    crate::Family::from_name(s)
+        .ok_or_else(|| format!("unknown family `{s}`; expected ipv4, ipv6 or ipv4-mapped"))
 }
 
 /// `--shard K/N`.
@@ -204,6 +214,11 @@ impl Selection {
             .map_err(super::bad_input)?;
         let expected = self.expectations_for(&stack, &paths, &loaded.scenarios)?;
         let mut scenarios = loaded.scenarios;
+        if !self.families.is_empty() {
+            for sc in &mut scenarios {
+                sc.select_families(&self.families);
+            }
+        }
         if self.fast {
             scenarios.retain(|sc| !sc.tags.iter().any(|t| t == "slow"));
         }

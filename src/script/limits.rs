@@ -34,7 +34,7 @@ pub fn max_payload(family: Family, options: usize) -> usize {
 /// The same over a link of `mtu` bytes.
 pub fn max_payload_on(mtu: usize, family: Family, options: usize) -> usize {
     let ip = match family {
-        Family::V4 => 20,
+        Family::V4 | Family::V4Mapped => 20,
         Family::V6 => 40,
     };
     mtu.saturating_sub(ip + TCP_HEADER + options)

@@ -318,13 +318,29 @@ pub struct Scenario {
     pub summary: String,
     pub refs: Vec<String>,
     pub tags: Vec<String>,
+    /// The families its trials run in: [`Scenario::select_families`] of the run's.
     pub families: Vec<Family>,
+    /// `families:` as the script lists them; None runs in whatever families the run asks.
+    pub listed_families: Option<Vec<Family>>,
+    /// The one family a `per_family:` variant of a script was expanded for.
+    pub variant: Option<Family>,
     pub ignore: Option<String>,
     pub setup: Setup,
     pub steps: Vec<Step>,
 }
 
 impl Scenario {
+    /// Sets the families to run to those of `wanted` the script allows: all of them when it
+    /// lists none (as packetdrill runs every script in the families asked), else the
+    /// intersection; a `per_family:` variant keeps only its own.
+    pub fn select_families(&mut self, wanted: &[Family]) {
+        let allowed = |f: &Family| {
+            self.listed_families.as_ref().is_none_or(|l| l.contains(f))
+                && self.variant.is_none_or(|v| v == *f)
+        };
+        self.families = wanted.iter().copied().filter(allowed).collect();
+    }
+
     /// `ipv4::close::active-close`
     pub fn trial_name(&self, family: Family) -> String {
         format!("{}::{}::{}", family.name(), self.group, self.name)
@@ -504,12 +520,10 @@ pub fn parse_all(
             };
             let raw: RawScenario = from_yaml(&expanded).map_err(|e| cx.yaml_error(&e))?;
             let mut sc = lower(&cx, raw, default_group)?;
-            if let Some(f) = family {
-                sc.families.retain(|x| *x == f);
-                if sc.families.is_empty() {
-                    continue;
-                }
-            }
+            // Every family's variant is kept, run or not by default: `--families` may ask
+            // for it.
+            sc.variant = family;
+            sc.select_families(&Family::DEFAULT);
             out.push(sc);
         }
     }
@@ -542,10 +556,11 @@ fn read_matrix(text: &str) -> (Matrix, Loc) {
 }
 
 /// The variables every script has per address family, besides its own `per_family:`:
-/// `family` (`ipv4`, `ipv6`) and `mss`, the SUT's MSS on the 1500-byte link (1460, 1440).
+/// `family` (`ipv4`, `ipv6`, `ipv4-mapped`) and `mss`, the SUT's MSS on the 1500-byte link
+/// (1460, 1440; the mapped family's is IPv4's, as its packets are).
 fn builtin_family_vars(f: Family) -> [(&'static str, String); 2] {
     let mss = match f {
-        Family::V4 => 1460,
+        Family::V4 | Family::V4Mapped => 1460,
         Family::V6 => 1440,
     };
     [("family", f.name().to_string()), ("mss", mss.to_string())]
@@ -581,6 +596,7 @@ fn family_vars(text: &str, matrix: &Matrix) -> Option<Vec<(Family, BTreeMap<Stri
                     let value = match f {
                         Family::V4 => &v.ipv4,
                         Family::V6 => &v.ipv6,
+                        Family::V4Mapped => v.ipv4_mapped.as_ref().unwrap_or(&v.ipv4),
                     };
                     vars.insert(k.clone(), sysctl_text(value));
                 }
@@ -746,7 +762,12 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
         Some(g) => check_name(cx, g, "group")?,
         None => default_group.to_string(),
     };
-    let families = lower_families(cx, raw.families.as_deref())?;
+    let listed_families = raw
+        .families
+        .as_deref()
+        .map(|l| lower_families(cx, l))
+        .transpose()?;
+    let families = listed_families.clone().unwrap_or(Family::ALL.to_vec());
     let setup_raw = raw.setup.as_ref();
     let setup = lower_setup(cx, setup_raw.map(|s| &s.value))?;
     let open_loc = setup_raw
@@ -781,6 +802,8 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
         refs: raw.refs.iter().map(|r| r.value.clone()).collect(),
         tags: raw.tags,
         families,
+        listed_families,
+        variant: None,
         ignore: raw.ignore,
         setup,
         steps,
@@ -806,21 +829,17 @@ fn check_name(cx: &Cx, s: &Spanned<String>, what: &str) -> Result<String, Script
     Ok(v.clone())
 }
 
-fn lower_families(cx: &Cx, raw: Option<&[Spanned<String>]>) -> Result<Vec<Family>, ScriptError> {
-    let Some(list) = raw else {
-        return Ok(Family::ALL.to_vec());
-    };
+fn lower_families(cx: &Cx, list: &[Spanned<String>]) -> Result<Vec<Family>, ScriptError> {
     let mut out = Vec::new();
     for f in list {
-        let fam = match f.value.as_str() {
-            "ipv4" => Family::V4,
-            "ipv6" => Family::V6,
-            other => {
-                return Err(cx.at(
-                    f,
-                    format!("unknown family `{other}`; expected ipv4 or ipv6"),
-                ))
-            }
+        let Some(fam) = Family::from_name(&f.value) else {
+            return Err(cx.at(
+                f,
+                format!(
+                    "unknown family `{}`; expected ipv4, ipv6 or ipv4-mapped",
+                    f.value
+                ),
+            ));
         };
         if !out.contains(&fam) {
             out.push(fam);

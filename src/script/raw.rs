@@ -55,6 +55,9 @@ pub type PerFamily = BTreeMap<String, PerFamilyValue>;
 pub struct PerFamilyValue {
     pub ipv4: SysctlValue,
     pub ipv6: SysctlValue,
+    /// The ipv4-mapped family's value; it is IPv4 on the wire, so `ipv4`'s when absent.
+    #[serde(default, rename = "ipv4-mapped")]
+    pub ipv4_mapped: Option<SysctlValue>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -90,6 +90,9 @@ pub struct Hello {
     /// `configure` applies the trial's sysctls (the stack is a Linux kernel in a network
     /// namespace of its own).
     pub sysctls: bool,
+    /// The stack takes AF_INET6 sockets talking IPv4 through `::ffff:` addresses, so the
+    /// ipv4-mapped family's trials run.
+    pub ipv4_mapped: bool,
 }
 
 /// What an agent's stack runs on (its hello's `link`).
@@ -186,6 +189,7 @@ impl Hello {
             time_wait,
             link,
             sysctls: flag("sysctls")?,
+            ipv4_mapped: flag("ipv4_mapped")?,
         })
     }
 
@@ -203,7 +207,10 @@ impl Hello {
 
     /// Why a scenario cannot run on this agent, if it cannot: the first call or reading it
     /// needs and the agent lacks (sysctls are the registry's business: crate::stack).
-    pub fn missing(&self, sc: &Scenario) -> Option<String> {
+    pub fn missing(&self, sc: &Scenario, family: crate::Family) -> Option<String> {
+        if family == crate::Family::V4Mapped && !self.ipv4_mapped {
+            return Some("ipv4-mapped (IPv4 through an AF_INET6 socket)".into());
+        }
         for step in &sc.steps {
             match &step.action {
                 Action::Call { call, .. } => {
