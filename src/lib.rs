@@ -98,6 +98,45 @@ impl fmt::Display for Family {
     }
 }
 
+#[cfg(test)]
+mod family_tests {
+    use super::Family;
+    use std::net::SocketAddr;
+
+    /// The mapped family is IPv4 to the peer and `::ffff:` to the SUT's application, and the
+    /// kernel driver makes an AF_INET6 socket for such an address (so the family cannot
+    /// quietly be plain IPv4).
+    #[test]
+    fn mapped_is_ipv4_on_the_wire_and_inet6_to_the_application() {
+        let a: SocketAddr = "192.0.2.1:8080".parse().unwrap();
+        assert_eq!(Family::V4Mapped.wire(), Family::V4);
+        assert_eq!(Family::V4.sut_view(a), a);
+        let seen = Family::V4Mapped.sut_view(a);
+        assert_eq!(
+            seen,
+            "[::ffff:192.0.2.1]:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(Family::from_name("ipv4-mapped"), Some(Family::V4Mapped));
+        let crate::sut::CallResult::Ret(fd) = crate::sut::kernel::new_socket(seen.ip()) else {
+            panic!("socket()");
+        };
+        let mut domain: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid descriptor and an int-sized buffer.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd as i32,
+                libc::SOL_SOCKET,
+                libc::SO_DOMAIN,
+                &mut domain as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        unsafe { libc::close(fd as i32) };
+        assert_eq!((rc, domain), (0, libc::AF_INET6));
+    }
+}
+
 /// The library's own unit tests create namespaces too. libtest starts its worker threads
 /// before any test runs, and a user namespace can only be entered while the process has one
 /// thread, so an unprivileged `cargo test` enters it from an ELF constructor, before `main`.

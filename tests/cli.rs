@@ -166,6 +166,31 @@ fn list_shows_both_families_of_every_scenario() {
     }
 }
 
+/// `--families` picks the families: the mapped one only runs where asked, and only in the
+/// scenarios that allow it; an unknown family is refused with exit 2.
+#[test]
+fn families_select_the_mapped_trials() {
+    let out = halfclose(&["list", "--families", "ipv4-mapped"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("ipv4-mapped::close::active-close: test"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("ipv4::") && !shown.contains("ipv6::"),
+        "{shown}"
+    );
+    let default = text(&halfclose(&["list"]));
+    assert!(
+        !default.contains("ipv4-mapped::"),
+        "not by default:\n{default}"
+    );
+    let out = halfclose(&["list", "--families", "ipv5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("expected ipv4, ipv6 or ipv4-mapped"));
+}
+
 /// One pcapng per trial, readable by tshark, every frame commented, nanosecond timestamps.
 #[test]
 fn run_leaves_a_commented_capture_per_trial() {

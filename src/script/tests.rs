@@ -26,6 +26,23 @@ fn passive_open_expands_to_the_handshake() {
 }
 
 #[test]
+fn the_mapped_family_is_listed_not_default() {
+    let sc = parse_text(
+        "name: a\nsummary: s\nfamilies: [ipv4-mapped, ipv6]\nsteps:\n  - call: close()\n",
+    )
+    .unwrap();
+    assert_eq!(sc.families, vec![Family::V4Mapped, Family::V6]);
+    assert_eq!(sc.trial_name(Family::V4Mapped), "ipv4-mapped::test::a");
+    let e = parse_text("name: a\nsummary: s\nfamilies: [ipv4, ipv5]\nsteps:\n  - call: close()\n")
+        .unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.contains("inline.yaml:3:18") && shown.contains("expected ipv4, ipv6 or ipv4-mapped"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn steps_keep_their_location() {
     let sc = parse_text(
         "name: a\nsummary: s\nsteps:\n  - call: close()\n  - expect: {flags: F., seq: 1}\n",

@@ -141,6 +141,7 @@ fn hello() -> Value {
         "time_wait_ms": 60000,
         "link": "netns",
         "sysctls": true,
+        "ipv4_mapped": true,
     }})
 }
 
