@@ -173,18 +173,25 @@ fn families_select_the_mapped_trials() {
     let out = halfclose(&["list", "--families", "ipv4-mapped"]);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(0), "{shown}");
-    assert!(
-        shown.contains("ipv4-mapped::close::active-close: test"),
-        "{shown}"
-    );
+    for name in [
+        "ipv4-mapped::close::active-close: test",
+        "ipv4-mapped::loss::fin-lost-fin-wait-1: test",
+    ] {
+        assert!(shown.contains(name), "{name} missing:\n{shown}");
+    }
     assert!(
         !shown.contains("ipv4::") && !shown.contains("ipv6::"),
         "{shown}"
     );
+    // By default: where a scenario lists it, and nowhere else.
     let default = text(&halfclose(&["list"]));
     assert!(
-        !default.contains("ipv4-mapped::"),
-        "not by default:\n{default}"
+        default.contains("ipv4-mapped::close::active-close: test"),
+        "{default}"
+    );
+    assert!(
+        !default.contains("ipv4-mapped::loss::"),
+        "not unless listed:\n{default}"
     );
     let out = halfclose(&["list", "--families", "ipv5"]);
     assert_eq!(out.status.code(), Some(2));

@@ -521,9 +521,13 @@ pub fn parse_all(
             let raw: RawScenario = from_yaml(&expanded).map_err(|e| cx.yaml_error(&e))?;
             let mut sc = lower(&cx, raw, default_group)?;
             // Every family's variant is kept, run or not by default: `--families` may ask
-            // for it.
+            // for it. By default a scenario runs in the families it lists, or IPv4 and IPv6.
             sc.variant = family;
-            sc.select_families(&Family::DEFAULT);
+            let wanted = sc
+                .listed_families
+                .clone()
+                .unwrap_or(Family::DEFAULT.to_vec());
+            sc.select_families(&wanted);
             out.push(sc);
         }
     }

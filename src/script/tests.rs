@@ -26,7 +26,7 @@ fn passive_open_expands_to_the_handshake() {
 }
 
 #[test]
-fn the_mapped_family_is_listed_not_default() {
+fn a_listed_family_runs_by_default() {
     let sc = parse_text(
         "name: a\nsummary: s\nfamilies: [ipv4-mapped, ipv6]\nsteps:\n  - call: close()\n",
     )
