@@ -255,10 +255,10 @@ fn option_matches(
                 }
             }
         }
-        (OptSpec::FastOpen(f, kind), g) if fast_open_cookie(g).is_some_and(|(k, _)| k == *kind) => {
-            let data = fast_open_cookie(g).map_or(&[][..], |(_, c)| c);
-            fast_open_matches(f, data, named)
-        }
+        (OptSpec::FastOpen(f, kind), g) => match fast_open_cookie(g) {
+            Some((k, data)) if k == *kind => fast_open_matches(f, data, named),
+            _ => Err(String::new()),
+        },
         _ => Err(String::new()),
     }
 }

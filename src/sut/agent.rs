@@ -339,26 +339,10 @@ fn opt_json(opt: &SockOpt) -> (&'static str, Value) {
         SockOpt::ReuseAddr(v) => ("reuseaddr", json!({"value": v})),
         SockOpt::UserTimeout(ms) => ("user_timeout", json!({"value": ms})),
         SockOpt::FastOpen(v) => ("fastopen", json!({"value": v})),
-        SockOpt::FastOpenKey(k) => ("fastopen_key", json!({"key": hex(&k)})),
+        SockOpt::FastOpenKey(k) => ("fastopen_key", json!({"key": to_hex(&k)})),
         SockOpt::SndTimeo(ms) => ("sndtimeo", json!({"value": ms})),
         SockOpt::RcvTimeo(ms) => ("rcvtimeo", json!({"value": ms})),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// 32 hex digits as the 16 bytes of a key; None for anything else.
-fn unhex(text: &str) -> Option<[u8; 16]> {
-    if text.len() != 32 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut key = [0u8; 16];
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(key)
 }
 
 /// A socket option as a command names it; None: not one protocol 1 has, or malformed.
@@ -381,7 +365,9 @@ pub fn opt_from_json(cmd: &Value) -> Option<SockOpt> {
         "sndbuf" => SockOpt::SndBuf(int()?),
         "reuseaddr" => SockOpt::ReuseAddr(flag()?),
         "fastopen" => SockOpt::FastOpen(int()?),
-        "fastopen_key" => SockOpt::FastOpenKey(unhex(cmd.get("key")?.as_str()?)?),
+        "fastopen_key" => {
+            SockOpt::FastOpenKey(from_hex(cmd.get("key")?.as_str()?)?.try_into().ok()?)
+        }
         // Milliseconds, bounded as a script's are (a blocked call may not outlive its trial).
         "user_timeout" | "sndtimeo" | "rcvtimeo" => {
             let ms = u32::try_from(int()?).ok()?;
@@ -1196,6 +1182,7 @@ mod tests {
             SockOpt::NoDelay(true),
             SockOpt::KeepAlive(false),
             SockOpt::ReuseAddr(true),
+            SockOpt::FastOpenKey(*b"0123456789abcdef"),
         ] {
             let (name, mut cmd) = opt_json(&opt);
             cmd["opt"] = json!(name);
@@ -1206,6 +1193,18 @@ mod tests {
             None
         );
         assert_eq!(opt_from_json(&json!({"opt": "mtu", "value": 1})), None);
+        // A key is exactly 16 bytes of hex.
+        for key in [
+            "00",
+            "zz112233445566778899aabbccddeeff",
+            "00112233445566778899aabbccddeeff00",
+        ] {
+            assert_eq!(
+                opt_from_json(&json!({"opt": "fastopen_key", "key": key})),
+                None,
+                "{key}"
+            );
+        }
         for r in [
             CallResult::Ret(5),
             CallResult::Data(b"hi".to_vec()),
