@@ -86,6 +86,9 @@ pub struct Verdict {
     pub allowances: Vec<String>,
     /// The largest of them.
     pub allowance_max: Duration,
+    /// The index in the scenario's steps of the step that failed (None: the trial failed
+    /// in setup or in the closing quiet period, or passed).
+    pub failed_step: Option<usize>,
 }
 
 impl Verdict {
@@ -141,9 +144,13 @@ impl Verdict {
 
 /// The pcapng path of a trial: `<dir>/<family>/<group>/<name>.pcapng`.
 pub fn pcap_path(dir: &Path, sc: &Scenario, family: Family) -> PathBuf {
+    let alt = match &sc.running_alternative {
+        Some((i, a)) if *i > 0 => format!("@{a}"),
+        _ => String::new(),
+    };
     dir.join(family.name())
         .join(&sc.group)
-        .join(format!("{}.pcapng", sc.name))
+        .join(format!("{}{alt}.pcapng", sc.name))
 }
 
 /// Runs one trial. Never panics on SUT behaviour; a panic inside still leaves the capture.
@@ -176,6 +183,11 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
     if let Some(f) = failure.as_ref().filter(|f| f.harness) {
         notes.excuses.push(f.heading.clone());
     }
+    if let Some((_, alt)) = &sc.running_alternative {
+        let c = capture.lock();
+        c.unwrap_or_else(|e| e.into_inner())
+            .add_note(format!("alternative: {alt} (the scenario's steps for it)"));
+    }
     annotate(&capture, &failure, &trace, &notes);
     crate::ladder::events::annotate(&capture, sc, failure.as_ref(), &trace, &notes.events);
     let written = capture
@@ -199,6 +211,7 @@ pub fn run_trial(sc: &Scenario, family: Family, cfg: &TrialConfig) -> Verdict {
         excuses: notes.excuses,
         allowances: notes.allowances,
         allowance_max: notes.allowance_max,
+        failed_step: notes.failed_step,
     }
 }
 
@@ -211,6 +224,7 @@ struct Notes {
     excuses: Vec<String>,
     allowances: Vec<String>,
     allowance_max: Duration,
+    failed_step: Option<usize>,
 }
 
 /// The trial's verdict, state trace and measurements as comments on the whole capture.
@@ -419,7 +433,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn steps(&mut self) -> Result<(), Failure> {
         let mut numbered = 0;
-        for step in &self.sc.steps {
+        for (index, step) in self.sc.steps.iter().enumerate() {
             if !step.implicit {
                 numbered += 1;
             }
@@ -428,6 +442,7 @@ impl Run<'_> {
                 self.event(step, SystemTime::now(), crate::ladder::Kind::Check, what);
             }
             if let Err(f) = self.step(step) {
+                self.notes.failed_step = Some(index);
                 self.event(
                     step,
                     SystemTime::now(),

@@ -287,6 +287,12 @@ impl Stack {
         self.profile
     }
 
+    /// Whether the scenario sets a Linux setting (a sysctl) this stack does not have: then
+    /// the trial is one of Linux's own, not a capability the stack lacks.
+    pub fn lacks_settings_of(&self, sc: &Scenario) -> bool {
+        !sc.setup.sysctls.is_empty() && !self.has_sysctls()
+    }
+
     /// Why a scenario cannot run on this stack, if it cannot: a capability the stack lacks,
     /// or one this machine lacks for it (a sysctl an unprivileged namespace hides, TAP).
     pub fn missing(&self, sc: &Scenario, family: crate::Family) -> Option<String> {

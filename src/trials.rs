@@ -13,6 +13,7 @@ use crate::expectations::{Deviation, Expectations};
 use crate::report::{Outcome, Record};
 use crate::runner::{self, TrialConfig, Verdict};
 use crate::schedule::{self, Planned};
+use crate::scorecard;
 use crate::script::{Scenario, ScriptError};
 
 /// Results shared between trials running on libtest-mimic's worker threads.
@@ -40,11 +41,21 @@ pub fn trials(
             let ignored = sc.ignore.is_some();
             let trial = Trial::ignorable_test(name.clone(), move || {
                 let record = match cfg.stack.missing(&sc, family) {
-                    Some(what) => Record::skipped(&name, &sc.file.display().to_string(), &what),
+                    Some(what) => Record {
+                        linux_setting: cfg.stack.lacks_settings_of(&sc),
+                        requirements: scorecard::untestable(&sc),
+                        ..Record::skipped(&name, &sc.file.display().to_string(), &what)
+                    },
                     None => {
                         let _progress = schedule::started(&name, estimate);
-                        let (v, earlier) = run_until_conclusive(&sc, family, &cfg);
-                        record_of(&v, &sc, earlier, deviation.as_ref())
+                        let d = run_alternatives(&sc, family, &cfg);
+                        let mut r = record_of(&d.verdict, &sc, d.earlier, deviation.as_ref());
+                        r.requirements = scorecard::of(&d.judged, &d.departed, &d.verdict, r.outcome);
+                        r.alternative = d.shown.map(|i| sc.alternatives[i].name.clone());
+                        if let Some(f) = &mut r.failure {
+                            f.push_str(&d.also_tried);
+                        }
+                        r
                     }
                 };
                 let done = completion(&record);
@@ -104,6 +115,78 @@ fn run_until_conclusive(
             _ => return (v, earlier),
         }
     }
+}
+
+/// How a trial was decided: the run that decides it, and which alternative that was.
+struct Decided {
+    verdict: Verdict,
+    earlier: Vec<String>,
+    /// The steps the deciding run was judged by (the first alternative's when none passed).
+    judged: Scenario,
+    /// The alternative that passed.
+    shown: Option<usize>,
+    /// When no alternative passed: what each later one did, for the failure text.
+    also_tried: String,
+    /// When a `linux` alternative passed: the requirements the RFC's run failed on.
+    departed: Vec<String>,
+}
+
+/// Runs the trial, once per alternative until one passes when the scenario has several for
+/// it (RFC first). A run that is inconclusive decides the trial as inconclusive: whether the
+/// stack shows that alternative is unknown, so no later one is tried in its place. When
+/// none passes, the first (the RFC's) is the failure, and the others' failures follow it.
+fn run_alternatives(sc: &Scenario, family: crate::Family, cfg: &TrialConfig) -> Decided {
+    if sc.alternatives.is_empty() {
+        let (verdict, earlier) = run_until_conclusive(sc, family, cfg);
+        return Decided {
+            verdict,
+            earlier,
+            judged: sc.clone(),
+            shown: None,
+            also_tried: String::new(),
+            departed: Vec::new(),
+        };
+    }
+    let mut failed: Vec<Decided> = Vec::new();
+    for i in 0..sc.alternatives.len() {
+        let variant = sc.with_alternative(i);
+        let (verdict, mut earlier) = run_until_conclusive(&variant, family, cfg);
+        for f in &failed {
+            earlier.extend(f.earlier.iter().cloned());
+        }
+        let departed = match (verdict.passed(), sc.alternatives[i].conforms(), failed.first()) {
+            (true, false, Some(rfc)) => scorecard::failed_at(&rfc.judged, &rfc.verdict),
+            _ => Vec::new(),
+        };
+        let decided = Decided {
+            shown: verdict.passed().then_some(i),
+            verdict,
+            earlier,
+            judged: variant,
+            also_tried: String::new(),
+            departed,
+        };
+        if decided.verdict.passed() || decided.verdict.inconclusive() {
+            return decided;
+        }
+        failed.push(decided);
+    }
+    let mut also = String::new();
+    for f in &failed[1..] {
+        let alt = &sc.alternatives[f.judged.running_alternative.as_ref().map_or(0, |a| a.0)];
+        let heading = f.verdict.failure.as_ref().map_or("", |x| x.heading.as_str());
+        let capture = f.verdict.pcap.as_ref().map(|p| p.display().to_string());
+        also.push_str(&format!(
+            "\n  nor does it show alternative `{}` ({}): {heading}\n  {:<9} {}",
+            alt.name,
+            alt.says,
+            "capture:",
+            capture.unwrap_or_else(|| "(not written)".into())
+        ));
+    }
+    let mut first = failed.swap_remove(0);
+    first.also_tried = also;
+    first
 }
 
 /// The record of a trial's last run, with the stack's expectations applied.

@@ -9,6 +9,10 @@ pub struct Args {
     /// Scenario files or directories.
     #[arg(value_name = "PATH", default_value = "suites")]
     pub paths: Vec<PathBuf>,
+    /// Instead of the table, list every assertion that names no requirement
+    /// (file:line:column); exit 1 if there is one.
+    #[arg(long)]
+    pub untagged: bool,
 }
 
 pub fn run(a: Args) -> i32 {
@@ -21,6 +25,19 @@ pub fn run(a: Args) -> i32 {
     }
     if !suite.errors.is_empty() {
         return exit::BAD_INPUT;
+    }
+    if a.untagged {
+        let missing = crate::coverage::untagged(&suite.scenarios);
+        for m in &missing {
+            println!("{m}");
+        }
+        return match missing.is_empty() {
+            true => exit::OK,
+            false => {
+                eprintln!("halfclose coverage: {} assertion(s) name no requirement", missing.len());
+                exit::FAILED
+            }
+        };
     }
     print!("{}", crate::coverage::markdown(&suite.scenarios));
     exit::OK

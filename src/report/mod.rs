@@ -9,6 +9,8 @@ mod meta;
 
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use junit::junit;
@@ -87,6 +89,18 @@ pub struct Record {
     pub allowances: Vec<String>,
     /// The largest of them, in milliseconds.
     pub allowance_ms: f64,
+    /// The alternative the SUT showed (`rfc`, `rfc-…`, `linux`), when the scenario names
+    /// alternatives for this trial and one of them passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative: Option<String>,
+    /// Each requirement the trial's assertions check → what the trial found: `met`,
+    /// `departs`, `departs-as-linux`, or `not-testable` (skipped).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requirements: BTreeMap<String, String>,
+    /// Skipped because the trial sets a Linux setting (a sysctl) the stack does not have:
+    /// a trial of Linux's own, not a capability the stack lacks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub linux_setting: bool,
 }
 
 impl Record {
@@ -109,6 +123,9 @@ impl Record {
             reruns: Vec::new(),
             allowances: Vec::new(),
             allowance_ms: 0.0,
+            alternative: None,
+            requirements: BTreeMap::new(),
+            linux_setting: false,
         }
     }
 
@@ -138,6 +155,9 @@ pub struct Summary {
     pub known_deviations: usize,
     pub stale_expectations: usize,
     pub skipped: usize,
+    /// Of the skipped, those that set a Linux setting the stack lacks (trials of Linux's).
+    #[serde(default)]
+    pub skipped_linux_settings: usize,
     pub inconclusive: usize,
     pub failed: usize,
     /// Extra runs made because earlier runs were inconclusive.
@@ -161,6 +181,7 @@ impl Summary {
                 Outcome::Inconclusive => &mut s.inconclusive,
                 Outcome::Failed => &mut s.failed,
             } += 1;
+            s.skipped_linux_settings += usize::from(r.linux_setting);
             s.reruns += r.reruns.len();
             if !r.reruns.is_empty() || r.outcome == Outcome::Inconclusive {
                 s.trials_with_inconclusive_runs += 1;
@@ -179,7 +200,7 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} trials: {} passed, {} known deviations, {} stale expectations, {} failed, {} inconclusive, {} skipped; {} rerun(s) of {} trial(s) whose runs were inconclusive",
+            "{} trials: {} passed, {} known deviations, {} stale expectations, {} failed, {} inconclusive, {} skipped{}; {} rerun(s) of {} trial(s) whose runs were inconclusive",
             self.trials,
             self.passed,
             self.known_deviations,
@@ -187,6 +208,10 @@ impl std::fmt::Display for Summary {
             self.failed,
             self.inconclusive,
             self.skipped,
+            match self.skipped_linux_settings {
+                0 => String::new(),
+                n => format!(" ({n} of them set Linux settings, {} lack a capability)", self.skipped - n),
+            },
             self.reruns,
             self.trials_with_inconclusive_runs
         )

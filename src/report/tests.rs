@@ -52,6 +52,7 @@ fn every_outcome_is_counted_once() {
             known_deviations: 1,
             stale_expectations: 1,
             skipped: 1,
+            skipped_linux_settings: 0,
             inconclusive: 1,
             failed: 1,
             reruns: 2,

@@ -308,6 +308,40 @@ pub struct Step {
     pub action: Action,
     /// Part of the `open:` shorthand rather than written as a step.
     pub implicit: bool,
+    /// The requirements its assertion checks (registry ids, crate::requirements): the
+    /// step's `req:`, else the scenario's. Empty for a step that asserts nothing, or in a
+    /// script that names none.
+    pub reqs: Vec<String>,
+}
+
+impl Step {
+    /// Whether the step checks something of the SUT (everything but sending and waiting).
+    pub fn asserts(&self) -> bool {
+        !matches!(
+            self.action,
+            Action::Send(_) | Action::Wait(_) | Action::Call { background: true, .. }
+        )
+    }
+}
+
+/// One named behaviour of a scenario (`alternatives:`) and the steps that check it.
+#[derive(Clone, Debug)]
+pub struct Alternative {
+    pub name: String,
+    /// What the stack does in it, in a line.
+    pub says: String,
+    pub steps: Vec<Step>,
+}
+
+impl Alternative {
+    /// An `rfc` or `rfc-…` alternative is what an RFC asks; `linux` is Linux's departure.
+    pub fn conforms(&self) -> bool {
+        alternative_conforms(&self.name)
+    }
+}
+
+fn alternative_conforms(name: &str) -> bool {
+    name == "rfc" || name.starts_with("rfc-")
 }
 
 #[derive(Clone, Debug)]
@@ -327,9 +361,26 @@ pub struct Scenario {
     pub ignore: Option<String>,
     pub setup: Setup,
     pub steps: Vec<Step>,
+    /// The behaviours a stack may show, RFC first, when this combination's steps differ
+    /// between them: the trial runs each in turn until one passes. `steps` is the first's.
+    pub alternatives: Vec<Alternative>,
+    /// The alternative these steps are (its index and name), when the trial runs one of
+    /// several: the first's capture is the trial's, a later one's `<name>@<alternative>.pcapng`.
+    pub running_alternative: Option<(usize, String)>,
 }
 
 impl Scenario {
+    /// This scenario holding one of its alternatives' steps, to be run as it.
+    pub fn with_alternative(&self, i: usize) -> Scenario {
+        let alt = &self.alternatives[i];
+        Scenario {
+            steps: alt.steps.clone(),
+            alternatives: Vec::new(),
+            running_alternative: Some((i, alt.name.clone())),
+            ..self.clone()
+        }
+    }
+
     /// Sets the families to run to those of `wanted` the script allows: all of them when it
     /// lists none (as packetdrill runs every script in the families asked), else the
     /// intersection; a `per_family:` variant keeps only its own.
@@ -453,6 +504,8 @@ pub fn parse_all(
         expansions: None,
         matrix: &matrix,
         combo: &none,
+        alt: None,
+        alt_names: &[],
     };
     let count = matrix.count();
     if count > MAX_COMBINATIONS {
@@ -519,7 +572,7 @@ pub fn parse_all(
                 ..in_combo
             };
             let raw: RawScenario = from_yaml(&expanded).map_err(|e| cx.yaml_error(&e))?;
-            let mut sc = lower(&cx, raw, default_group)?;
+            let mut sc = lower_alternatives(&cx, &raw, default_group)?;
             // Every family's variant is kept, run or not by default: `--families` may ask
             // for it. By default a scenario runs in the families it lists, or IPv4 and IPv6.
             sc.variant = family;
@@ -682,6 +735,10 @@ struct Cx<'a> {
     expansions: Option<&'a matrix::Expansions>,
     matrix: &'a Matrix,
     combo: &'a Combination,
+    /// The alternative being lowered: steps with another `alt:` are left out.
+    alt: Option<&'a str>,
+    /// Every alternative the scenario declares.
+    alt_names: &'a [String],
 }
 
 impl Cx<'_> {
@@ -750,7 +807,89 @@ fn strip_location_suffix(m: &str) -> String {
     }
 }
 
-fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, ScriptError> {
+/// The scenario, once per alternative when it names some: the first's steps are the
+/// scenario's, and the alternatives are kept only where this combination's steps differ
+/// between them (elsewhere every stack is held to the same steps).
+fn lower_alternatives(
+    cx: &Cx,
+    raw: &RawScenario,
+    default_group: &str,
+) -> Result<Scenario, ScriptError> {
+    let Some(alts) = &raw.alternatives else {
+        return lower(cx, raw, default_group);
+    };
+    let mut names: Vec<&String> = alts.value.keys().collect();
+    for n in &names {
+        if !(alternative_conforms(n) || n.as_str() == "linux") {
+            return Err(cx.at(
+                alts,
+                format!("alternative `{n}`: expected `rfc`, `rfc-NAME` (what an RFC asks) or `linux` (Linux's departure)"),
+            ));
+        }
+    }
+    if !names.iter().any(|n| alternative_conforms(n)) {
+        return Err(cx.at(alts, "`alternatives` needs an `rfc` alternative: the behaviour the RFC asks for"));
+    }
+    // RFC alternatives first: a stack is held to them before Linux's.
+    names.sort_by_key(|n| (!alternative_conforms(n), n.to_string()));
+    let all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut lowered = Vec::new();
+    for name in names {
+        let alt = &alts.value[name];
+        let sc = lower(
+            &Cx {
+                alt: Some(name),
+                alt_names: &all,
+                ..*cx
+            },
+            raw,
+            default_group,
+        )?;
+        lowered.push((
+            Alternative {
+                name: name.clone(),
+                says: alt.value.says.clone(),
+                steps: sc.steps.clone(),
+            },
+            sc,
+        ));
+    }
+    let same = |a: &[Step], b: &[Step]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.loc == y.loc)
+    };
+    let differ = lowered
+        .windows(2)
+        .any(|w| !same(&w[0].0.steps, &w[1].0.steps));
+    let mut iter = lowered.into_iter();
+    let (first_alt, mut sc) = iter.next().expect("an rfc alternative is there");
+    if differ {
+        sc.alternatives = std::iter::once(first_alt).chain(iter.map(|(a, _)| a)).collect();
+    }
+    Ok(sc)
+}
+
+/// Requirement ids as the script gives them, each one the registry has.
+fn check_reqs(cx: &Cx, names: &Spanned<raw::Names>) -> Result<Vec<String>, ScriptError> {
+    let list = names.value.list();
+    if list.is_empty() {
+        return Err(cx.at(names, "`req`: expected one requirement id or a list of them, not an empty list"));
+    }
+    list.into_iter()
+        .map(|id| match crate::requirements::find(&id) {
+            Some(r) => Ok(r.id.to_string()),
+            None => {
+                let near = crate::requirements::near(&id);
+                let hint = match near.is_empty() {
+                    true => "see `halfclose coverage` for the ids".to_string(),
+                    false => format!("ids of that RFC: {}", near.join(", ")),
+                };
+                Err(cx.at(names, format!("unknown requirement `{id}`; {hint}")))
+            }
+        })
+        .collect()
+}
+
+fn lower(cx: &Cx, raw: &RawScenario, default_group: &str) -> Result<Scenario, ScriptError> {
     let name = check_name(cx, &raw.name, "name")? + &cx.combo.suffix();
     if name.len() > MAX_TRIAL_NAME {
         return Err(cx.at(
@@ -791,8 +930,12 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
     if raw.steps.value.is_empty() {
         return Err(cx.at(&raw.steps, "a scenario needs at least one step"));
     }
+    let default_reqs = match &raw.req {
+        Some(r) => check_reqs(cx, r)?,
+        None => Vec::new(),
+    };
     for s in &raw.steps.value {
-        if let Some(step) = lower_step(cx, s)? {
+        if let Some(step) = lower_step(cx, s, &default_reqs)? {
             steps.push(step);
         }
     }
@@ -804,13 +947,15 @@ fn lower(cx: &Cx, raw: RawScenario, default_group: &str) -> Result<Scenario, Scr
         group,
         summary: raw.summary.value.trim().to_string(),
         refs: raw.refs.iter().map(|r| r.value.clone()).collect(),
-        tags: raw.tags,
+        tags: raw.tags.clone(),
         families,
         listed_families,
         variant: None,
-        ignore: raw.ignore,
+        ignore: raw.ignore.clone(),
         setup,
         steps,
+        alternatives: Vec::new(),
+        running_alternative: None,
     })
 }
 
@@ -1049,6 +1194,7 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
         name: None,
         action,
         implicit: true,
+        reqs: vec![crate::requirements::SETUP.to_string()],
     };
     let call = |text: &str| {
         let c = call::parse_call(text).expect("built-in call text parses");
@@ -1148,8 +1294,24 @@ fn open_steps(setup: &Setup, sockopts: &[SockOpt], loc: Loc) -> Vec<Step> {
     out
 }
 
-fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Option<Step>, ScriptError> {
+fn lower_step(
+    cx: &Cx,
+    s: &Spanned<RawStep>,
+    default_reqs: &[String],
+) -> Result<Option<Step>, ScriptError> {
     let r = &s.value;
+    if let Some(a) = &r.alt {
+        let Some(current) = cx.alt else {
+            return Err(cx.at(a, "`alt`: the scenario declares no `alternatives`"));
+        };
+        let list = a.value.list();
+        if let Some(bad) = list.iter().find(|n| !cx.alt_names.contains(n)) {
+            return Err(cx.at(a, format!("`alt`: no alternative `{bad}` is declared; expected one of {}", cx.alt_names.join(", "))));
+        }
+        if !list.iter().any(|n| n == current) {
+            return Ok(None);
+        }
+    }
     if let Some(w) = &r.when {
         if !w
             .value
@@ -1232,11 +1394,16 @@ fn lower_step(cx: &Cx, s: &Spanned<RawStep>) -> Result<Option<Step>, ScriptError
             "a background call needs a `name:` so an `await` step can check its result",
         ));
     }
+    let reqs = match &r.req {
+        Some(q) => check_reqs(cx, q)?,
+        None => default_reqs.to_vec(),
+    };
     Ok(Some(Step {
         loc: Loc::of(s),
         name,
         action,
         implicit: false,
+        reqs,
     }))
 }
 

@@ -34,7 +34,39 @@ pub struct RawScenario {
     pub per_family: Option<Spanned<PerFamily>>,
     #[serde(default)]
     pub setup: Option<Spanned<RawSetup>>,
+    /// The requirements the scenario's assertions check, unless a step names its own.
+    #[serde(default)]
+    pub req: Option<Spanned<Names>>,
+    /// Named behaviours a stack may show (`rfc`, `rfc-…`, `linux`); steps with `alt:` belong
+    /// to one of them.
+    #[serde(default)]
+    pub alternatives: Option<Spanned<BTreeMap<String, Spanned<RawAlternative>>>>,
     pub steps: Spanned<Vec<Spanned<RawStep>>>,
+}
+
+/// One name or a list of names (`req: "RFC 9293 MUST-13"`, `alt: [rfc, linux]`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum Names {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Names {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Names::One(s) => vec![s.clone()],
+            Names::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `alternatives: {linux: {says: "…"}}`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlternative {
+    /// What the stack does in this alternative, in a line.
+    pub says: String,
 }
 
 /// Only the matrix, read before the variables are known (everything else is ignored here).
@@ -131,6 +163,10 @@ pub struct RawStep {
     pub after: Option<Spanned<Dur>>,
     pub within: Option<Spanned<Dur>>,
     pub since: Option<Spanned<String>>,
+    /// The requirements this step's assertion checks (default: the scenario's `req`).
+    pub req: Option<Spanned<Names>>,
+    /// The alternatives (`alternatives:`) the step belongs to; without it, all of them.
+    pub alt: Option<Spanned<Names>>,
 }
 
 #[derive(Deserialize, Debug)]
