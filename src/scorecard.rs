@@ -272,3 +272,60 @@ fn show(s: &Standing) -> String {
 pub fn counted(id: &str) -> bool {
     requirements::find(id).is_some_and(|r| !matches!(r.level, Level::Setup | Level::Linux))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, outcome: Outcome, reqs: &[(&str, &str)]) -> Record {
+        let mut r = Record::blank(name, "f.yaml", outcome);
+        r.requirements = reqs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        r.pcap = Some(format!("{name}.pcapng"));
+        r
+    }
+
+    #[test]
+    fn one_departing_trial_outweighs_conforming_ones_and_keeps_its_capture() {
+        let recs = [
+            rec("ipv4::a", Outcome::Passed, &[("RFC 9293 MUST-13", MET)]),
+            rec("ipv4::b", Outcome::Failed, &[("RFC 9293 MUST-13", DEPARTS)]),
+            rec("ipv4::c", Outcome::Passed, &[("RFC 9293 MUST-13", MET)]),
+        ];
+        let st = standings(&recs);
+        assert_eq!(
+            st["RFC 9293 MUST-13"],
+            Standing::DepartsOtherwise(vec![("ipv4::b".into(), Some("ipv4::b.pcapng".into()))])
+        );
+        let t = tally(&st);
+        assert_eq!((t.musts_met, t.musts_tested), (0, 1));
+    }
+
+    #[test]
+    fn linux_departures_and_skips_are_their_own_standing() {
+        let mut skipped = rec("ipv4::s", Outcome::Skipped, &[("RFC 9293 SHLD-3", NOT_TESTABLE)]);
+        skipped.skipped = Some("the call dup".into());
+        let recs = [
+            rec("ipv4::l", Outcome::Passed, &[("RFC 5961 §3.2 c", DEPARTS_AS_LINUX)]),
+            rec("ipv4::m", Outcome::Passed, &[("RFC 5961 §3.2 c", MET), ("RFC 9293 MAY-2", MET)]),
+            skipped,
+        ];
+        let st = standings(&recs);
+        assert_eq!(st["RFC 5961 §3.2 c"], Standing::DepartsAsLinux(vec!["ipv4::l".into()]));
+        assert_eq!(st["RFC 9293 SHLD-3"], Standing::NotTestable(vec!["the call dup".into()]));
+        let t = tally(&st);
+        assert_eq!((t.musts_met, t.musts_tested, t.as_linux), (0, 1, 1));
+        assert_eq!((t.mays_taken, t.mays_tested), (1, 1));
+        assert_eq!((t.shoulds_tested, t.not_testable), (0, 1));
+        let md = markdown(&[("smoltcp".into(), recs.to_vec())]);
+        assert!(md.contains("| smoltcp | 0 / 1 | 0 / 0 | 1 / 1 |"), "{md}");
+        assert!(md.contains("| RFC 5961 §3.2 c | MUST | departs as Linux does: `ipv4::l` |"), "{md}");
+        assert!(md.contains("not testable (needs the call dup)"), "{md}");
+    }
+
+    #[test]
+    fn setup_and_linux_practice_are_not_counted() {
+        assert!(!counted("setup"));
+        assert!(!counted("linux"));
+        assert!(counted("RFC 9293 MUST-13"));
+    }
+}

@@ -457,3 +457,37 @@ fn a_result_on_an_await_line_is_pointed_at_in_characters() {
     let e = parse_text(text).unwrap_err();
     assert_eq!((e.loc.line, e.loc.column), (7, 16), "{e}");
 }
+
+/// `req:` on the scenario is every assertion's default, a step's own replaces it, and steps
+/// that assert nothing (send, wait) carry none that count; the handshake is `setup`.
+#[test]
+fn requirements_default_to_the_scenarios_and_a_step_names_its_own() {
+    let sc = parse_text(
+        "name: a\nsummary: s\nreq: \"RFC 9293 §3.10.4 CLOSE in ESTABLISHED\"\nsteps:\n  - call: close()\n  - expect: {flags: F., seq: 1, ack: 1}\n  - send: {flags: ., seq: 1, ack: 2}\n  - state: FIN_WAIT_2\n    req: [\"RFC 9293 §3.10.7.4 ACK in FIN-WAIT-1\", linux]\n",
+    )
+    .unwrap();
+    let written: Vec<&Step> = sc.steps.iter().filter(|s| !s.implicit).collect();
+    assert_eq!(written[0].reqs, ["RFC 9293 §3.10.4 CLOSE in ESTABLISHED"]);
+    assert_eq!(written[3].reqs, ["RFC 9293 §3.10.7.4 ACK in FIN-WAIT-1", "linux"]);
+    assert!(!written[2].asserts(), "a send asserts nothing");
+    assert!(sc.steps.iter().filter(|s| s.implicit).all(|s| s.reqs == ["setup"]));
+}
+
+/// Alternatives are kept only for the matrix cases whose steps differ between them, RFC
+/// first; a case where every alternative has the same steps runs as a plain trial.
+#[test]
+fn alternatives_are_kept_where_the_steps_differ() {
+    let text = "name: a\nsummary: s\nreq: setup\nalternatives:\n  linux: {says: l}\n  rfc: {says: r}\nmatrix:\n  x:\n    same: {}\n    differ: {}\nsteps:\n  - call: close()\n  - expect: {flags: F., seq: 1, ack: 1}\n    when: {x: differ}\n    alt: rfc\n  - quiet: 10ms\n    when: {x: differ}\n    alt: linux\n";
+    let all = parse_all(text, Path::new("inline.yaml"), "test").unwrap();
+    let same = all.iter().find(|s| s.name.contains("x=same")).unwrap();
+    assert!(same.alternatives.is_empty());
+    let differ = all.iter().find(|s| s.name.contains("x=differ")).unwrap();
+    let names: Vec<&str> = differ.alternatives.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["rfc", "linux"]);
+    assert!(differ.alternatives[0].conforms() && !differ.alternatives[1].conforms());
+    assert!(matches!(differ.alternatives[0].steps.last().unwrap().action, Action::Expect(_)));
+    assert!(matches!(differ.alternatives[1].steps.last().unwrap().action, Action::Quiet(_)));
+    let run = differ.with_alternative(1);
+    assert_eq!(run.running_alternative, Some((1, "linux".to_string())));
+    assert!(matches!(run.steps.last().unwrap().action, Action::Quiet(_)));
+}
