@@ -85,6 +85,8 @@ pub struct Trial {
     pub inconclusive: Option<String>,
     pub pcap: Option<PathBuf>,
     pub measurements: Vec<String>,
+    /// The alternative the SUT showed, where the scenario holds the RFC's and Linux's.
+    pub alternative: Option<String>,
 }
 
 impl Trial {
@@ -104,6 +106,7 @@ impl Trial {
             inconclusive: r.inconclusive.clone(),
             pcap: r.pcap.as_ref().map(PathBuf::from),
             measurements: r.measurements.clone(),
+            alternative: r.alternative.clone(),
         }
     }
 
@@ -338,6 +341,11 @@ fn index(trials: &[Trial]) -> String {
                 t.failure
                     .as_ref()
                     .and_then(|f| f.lines().next().map(String::from))
+            })
+            .or_else(|| {
+                t.alternative
+                    .as_ref()
+                    .map(|a| format!("showed the `{a}` alternative"))
             })
             .unwrap_or_default();
         let runs = if t.reruns.is_empty() {

@@ -111,6 +111,15 @@ fn case(r: &Record) -> TestCase {
     if let Some(what) = &r.skipped {
         props.push(Property::new("lacks", what));
     }
+    if r.linux_setting {
+        props.push(Property::new("linux_setting", "true"));
+    }
+    if let Some(alt) = &r.alternative {
+        props.push(Property::new("alternative", alt));
+    }
+    for (req, found) in &r.requirements {
+        props.push(Property::new(format!("req: {req}"), found));
+    }
     if let Some(p) = &r.pcap {
         props.push(Property::new("pcap", p));
     }
