@@ -158,6 +158,12 @@ pub struct Planned {
 /// How long a scenario takes at least: its waits, quiet periods, delays and derived timer
 /// windows. Used to start the longest trials first, and for the progress line.
 pub fn estimate(sc: &Scenario, profile: &TimerProfile) -> Duration {
+    // A trial with alternatives may run each of them: it lasts as long as all together.
+    if !sc.alternatives.is_empty() {
+        return (0..sc.alternatives.len())
+            .map(|i| estimate(&sc.with_alternative(i), profile))
+            .sum();
+    }
     let mut total = sc.setup.final_quiet;
     for step in &sc.steps {
         total += match &step.action {
