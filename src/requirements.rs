@@ -199,6 +199,9 @@ pub const REQUIREMENTS: &[Requirement] = &[
         "STATUS reports the connection's state, the closing states included")
         .linux("the application's socket reads CLOSE (TCP_INFO) while the connection is in \
                 TIME_WAIT; only sock_diag sees the TIME_WAIT mini-socket"),
+    req("RFC 9293 §3.10.7.3 RST in SYN-SENT", Level::Processing, "RFC 9293 §3.10.7.3",
+        "an acceptable RST during an active open tells the user \"connection reset\", deletes \
+         the TCB and enters CLOSED"),
     req("RFC 9293 §3.10.7.1 segment in CLOSED", Level::Processing, "RFC 9293 §3.10.7.1",
         "a segment for no connection draws RST (<SEQ=SEG.ACK> if it has ACK, else \
          <SEQ=0><ACK=SEG.SEQ+SEG.LEN>, RST|ACK); an RST is dropped"),
