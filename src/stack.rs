@@ -301,12 +301,16 @@ impl Stack {
                 return Some(format!("sysctl {k} (a Linux kernel setting)"));
             }
         }
-        if let Some(m) = self
-            .agent
-            .as_ref()
-            .and_then(|(_, hello)| hello.missing(sc, family))
-        {
-            return Some(m);
+        // A trial with alternatives may run any of them: it needs what each of them needs
+        // (an RFC alternative that could not run would let Linux's pass unchallenged).
+        let variants: Vec<Scenario> = (0..sc.alternatives.len())
+            .map(|i| sc.with_alternative(i))
+            .collect();
+        let each = std::iter::once(sc).chain(variants.iter());
+        if let Some((_, hello)) = &self.agent {
+            if let Some(m) = each.clone().find_map(|v| hello.missing(v, family)) {
+                return Some(m);
+            }
         }
         if self.has_sysctls() && self.peer_iface.is_none() {
             let hidden = sc.setup.sysctls.iter();
