@@ -48,7 +48,7 @@ pub fn untestable(sc: &Scenario) -> BTreeMap<String, String> {
 
 /// What a run trial found for each requirement. `judged` holds the steps the deciding run
 /// was judged by; `departed` is, when a `linux` alternative passed, the requirements the
-/// RFC alternative's run failed on.
+/// RFC alternative's run failed on, and when none passed, those the others failed on.
 pub fn of(
     judged: &Scenario,
     departed: &[String],
@@ -86,6 +86,8 @@ pub fn of(
                 }
                 None => {}
             }
+            // What the later alternatives failed at (the judged run is the first's).
+            mark(departed.to_vec(), DEPARTS);
         }
     }
     out

@@ -127,7 +127,8 @@ struct Decided {
     shown: Option<usize>,
     /// When no alternative passed: what each later one did, for the failure text.
     also_tried: String,
-    /// When a `linux` alternative passed: the requirements the RFC's run failed on.
+    /// When a `linux` alternative passed: the requirements the RFC's run failed on. When
+    /// none passed: those the other alternatives' runs failed on.
     departed: Vec<String>,
 }
 
@@ -184,8 +185,14 @@ fn run_alternatives(sc: &Scenario, family: crate::Family, cfg: &TrialConfig) -> 
             capture.unwrap_or_else(|| "(not written)".into())
         ));
     }
+    // Every alternative's failing assertion departs, not only the RFC's.
+    let others: Vec<String> = failed[1..]
+        .iter()
+        .flat_map(|f| scorecard::failed_at(&f.judged, &f.verdict))
+        .collect();
     let mut first = failed.swap_remove(0);
     first.also_tried = also;
+    first.departed = others;
     first
 }
 
