@@ -50,6 +50,7 @@ pub fn trials(
                         let _progress = schedule::started(&name, estimate);
                         let d = run_alternatives(&sc, family, &cfg);
                         let mut r = record_of(&d.verdict, &sc, d.earlier, deviation.as_ref());
+                        r.seconds = d.seconds;
                         r.requirements = scorecard::of(&d.judged, &d.departed, &d.verdict, r.outcome);
                         r.alternative = d.shown.map(|i| sc.alternatives[i].name.clone());
                         if let Some(f) = &mut r.failure {
@@ -120,6 +121,8 @@ fn run_until_conclusive(
 /// How a trial was decided: the run that decides it, and which alternative that was.
 struct Decided {
     verdict: Verdict,
+    /// Every run's time, each alternative's included.
+    seconds: f64,
     earlier: Vec<String>,
     /// The steps the deciding run was judged by (the first alternative's when none passed).
     judged: Scenario,
@@ -140,6 +143,7 @@ fn run_alternatives(sc: &Scenario, family: crate::Family, cfg: &TrialConfig) -> 
     if sc.alternatives.is_empty() {
         let (verdict, earlier) = run_until_conclusive(sc, family, cfg);
         return Decided {
+            seconds: verdict.elapsed.as_secs_f64(),
             verdict,
             earlier,
             judged: sc.clone(),
@@ -159,7 +163,10 @@ fn run_alternatives(sc: &Scenario, family: crate::Family, cfg: &TrialConfig) -> 
             (true, false, Some(rfc)) => scorecard::failed_at(&rfc.judged, &rfc.verdict),
             _ => Vec::new(),
         };
+        let seconds = verdict.elapsed.as_secs_f64()
+            + failed.iter().map(|f| f.verdict.elapsed.as_secs_f64()).sum::<f64>();
         let decided = Decided {
+            seconds,
             shown: verdict.passed().then_some(i),
             verdict,
             earlier,
