@@ -197,7 +197,9 @@ fn run_alternatives(sc: &Scenario, family: crate::Family, cfg: &TrialConfig) -> 
         .iter()
         .flat_map(|f| scorecard::failed_at(&f.judged, &f.verdict))
         .collect();
+    let seconds = failed.iter().map(|f| f.verdict.elapsed.as_secs_f64()).sum();
     let mut first = failed.swap_remove(0);
+    first.seconds = seconds;
     first.also_tried = also;
     first.departed = others;
     first
