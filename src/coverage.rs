@@ -19,8 +19,9 @@ fn assertions(sc: &Scenario) -> impl Iterator<Item = &Step> {
 /// `group::name` of every scenario with an assertion naming the requirement, or the one it
 /// restates; a matrix case is named only when not every case of the script checks it.
 pub fn covering(scenarios: &[Scenario], requirement: &Requirement) -> BTreeSet<String> {
-    let target = requirement.same_as.unwrap_or(requirement.id);
-    let checks = |sc: &Scenario| assertions(sc).any(|s| s.reqs.iter().any(|r| r == target));
+    let ids = requirement.checked_as();
+    let checks =
+        |sc: &Scenario| assertions(sc).any(|s| s.reqs.iter().any(|r| ids.contains(&r.as_str())));
     let mut by_script: std::collections::BTreeMap<String, (Vec<String>, usize)> =
         Default::default();
     for sc in scenarios {

@@ -44,6 +44,9 @@ pub struct Requirement {
     pub untested: Option<&'static str>,
     pub linux_departs: Option<&'static str>,
     pub same_as: Option<&'static str>,
+    /// For a requirement to adopt a mechanism (RFC 5961 §3.2's SHOULD), the requirements of
+    /// that mechanism: it is checked by whatever checks them, and met where they all are.
+    pub met_through: &'static [&'static str],
 }
 
 const fn req(
@@ -60,6 +63,7 @@ const fn req(
         untested: None,
         linux_departs: None,
         same_as: None,
+        met_through: &[],
     }
 }
 
@@ -82,6 +86,24 @@ impl Requirement {
         Requirement {
             linux_departs: Some(departs),
             ..self
+        }
+    }
+
+    /// It is checked through these requirements.
+    const fn through(self, ids: &'static [&'static str]) -> Requirement {
+        Requirement {
+            met_through: ids,
+            ..self
+        }
+    }
+
+    /// The ids whose assertions check it: its own, or the one it restates, or those it is
+    /// met through.
+    pub fn checked_as(&self) -> Vec<&'static str> {
+        match (self.same_as, self.met_through) {
+            (Some(id), _) => vec![id],
+            (None, []) => vec![self.id],
+            (None, ids) => std::iter::once(self.id).chain(ids.iter().copied()).collect(),
         }
     }
 
@@ -247,7 +269,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
          more done")
         .same_as("RFC 5961 §4.2 c"),
     req("RFC 9293 MAY-12", Level::May, "RFC 9293 §3.10.7.4",
-        "RFC 5961 §5's ACK check against blind data injection"),
+        "RFC 5961 §5's ACK check against blind data injection")
+        .through(&["RFC 5961 §5.2 b", "RFC 5961 §5.2 c"]),
     req("RFC 9293 §3.10.7.4 f", Level::Must, "RFC 9293 §3.10.7.4",
         "(no Appendix B id; RFC 5961 §5.2 b) with RFC 5961, an ACK is acceptable only within \
          [SND.UNA − MAX.SND.WND, SND.NXT]")
@@ -268,7 +291,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
     req("RFC 9293 §3.10.7.4 unacceptable RST", Level::Processing, "RFC 9293 §3.10.7.4",
         "an unacceptable RST is dropped silently")
         .linux("an RST at RCV.NXT+RCV.WND draws a challenge ACK; at RCV.NXT−1 it resets CLOSING, \
-                CLOSE_WAIT and LAST_ACK; the orphaned FIN_WAIT_2 ACKs an out-of-window RST"),
+                CLOSE_WAIT and LAST_ACK; the orphaned FIN_WAIT_2 ACKs an out-of-window RST")
+        .through(&["RFC 5961 §3.2 e"]),
     req("RFC 9293 §3.10.7.4 RST in ESTABLISHED", Level::Processing, "RFC 9293 §3.10.7.4",
         "an acceptable RST fails pending calls with \"reset\", tells the user, flushes and closes"),
     req("RFC 9293 §3.10.7.4 RST in FIN-WAIT-1", Level::Processing, "RFC 9293 §3.10.7.4",
@@ -351,7 +375,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
         "an RST in a synchronized state is checked by the three steps below instead of RFC 793's \
          window test")
         .linux("TIME_WAIT and the orphaned FIN_WAIT_2 (timewait mini-sockets) skip the challenge \
-                step"),
+                step")
+        .through(&["RFC 5961 §3.2 b", "RFC 5961 §3.2 c", "RFC 5961 §3.2 d", "RFC 5961 §3.2 e"]),
     req("RFC 5961 §3.2 b", Level::Must, "RFC 5961 §3.2, RFC 9293 §3.10.7.4",
         "an RST exactly at RCV.NXT resets the connection")
         .linux("with tcp_rfc1337 = 1 TIME_WAIT ignores it (not the default)"),
@@ -371,7 +396,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
     req("RFC 5961 §4.2 a", Level::Should, "RFC 5961 §4.2",
         "a SYN in a synchronized state is handled by the challenge-ACK steps below instead of RFC \
          793's")
-        .linux("the orphaned FIN_WAIT_2 answers a SYN at or past RCV.NXT with RST and dies"),
+        .linux("the orphaned FIN_WAIT_2 answers a SYN at or past RCV.NXT with RST and dies")
+        .through(&["RFC 5961 §4.2 b", "RFC 5961 §4.2 c"]),
     req("RFC 5961 §4.2 b", Level::Must, "RFC 5961 §4.2, RFC 9293 §3.10.7.4",
         "a SYN in a synchronized state draws a challenge ACK, whatever its sequence number")
         .linux("the orphaned FIN_WAIT_2 answers a SYN at or past RCV.NXT with RST and dies"),
@@ -382,7 +408,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
         "not written yet: closing-states::syn could answer its challenge ACK with the RST a \
          restarted peer sends (seq = the ACK's ack) and see the connection go"),
     req("RFC 5961 §5.2 a", Level::May, "RFC 5961 §5.2",
-        "a stack may add the ACK-range check against blind data injection"),
+        "a stack may add the ACK-range check against blind data injection")
+        .through(&["RFC 5961 §5.2 b", "RFC 5961 §5.2 c"]),
     req("RFC 5961 §5.2 b", Level::Must, "RFC 5961 §5.2, RFC 9293 §3.10.7.4",
         "with the check, an ACK is acceptable only within [SND.UNA − MAX.SND.WND, SND.NXT]")
         .linux("TIME_WAIT and the orphaned FIN_WAIT_2 do not look at the ACK field"),
@@ -400,7 +427,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
     req("RFC 2525 §2.17", Level::Should, "RFC 2525 §2.17",
         "failure to send RST after close with data pending"),
     req("RFC 6191", Level::Should, "RFC 6191 §2",
-        "reusing a TIME-WAIT 4-tuple with timestamps"),
+        "reusing a TIME-WAIT 4-tuple with timestamps")
+        .same_as("RFC 9293 SHLD-4"),
     req(SETUP, Level::Setup, "RFC 9293 §3.5",
         "the handshake and transfer that bring the connection to the state the scenario closes from"),
     req(LINUX, Level::Linux, "(none)",

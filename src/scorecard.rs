@@ -149,6 +149,14 @@ fn merge(a: Standing, b: Standing) -> Standing {
     }
 }
 
+/// A requirement's standing: its own, or, for one met through others, the worst of theirs.
+pub fn standing_of(r: &requirements::Requirement, standings: &BTreeMap<String, Standing>) -> Standing {
+    r.checked_as()
+        .into_iter()
+        .filter_map(|id| standings.get(id).cloned())
+        .fold(Standing::Untested, merge)
+}
+
 /// The counts at the top of the scorecard, for one stack.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -167,7 +175,10 @@ pub struct Tally {
 pub fn tally(standings: &BTreeMap<String, Standing>) -> Tally {
     let mut t = Tally::default();
     for r in REQUIREMENTS.iter().filter(|r| r.same_as.is_none()) {
-        let Some(s) = standings.get(r.id) else { continue };
+        let s = &standing_of(r, standings);
+        if *s == Standing::Untested {
+            continue;
+        }
         let tested = matches!(
             s,
             Standing::Conforms | Standing::DepartsAsLinux(_) | Standing::DepartsOtherwise(_)
@@ -234,7 +245,7 @@ pub fn markdown(columns: &[(String, Vec<Record>)]) -> String {
     for r in rows {
         out.push_str(&format!("| {} | {} |", r.id, r.level.word()));
         for (_, st) in &all {
-            let standing = st.get(r.id).unwrap_or(&Standing::Untested);
+            let standing = &standing_of(r, st);
             let cell = match r.level {
                 Level::Linux => show_linux_choice(standing),
                 _ => show(standing),
