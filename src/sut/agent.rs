@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::{Addrs, CallPool, CallResult, CallTable, Completed, SutDriver};
 use crate::keeper;
 use crate::observe::{SockInfo, TcpState, TimerKind};
-use crate::script::call::{GetOpt, How, Ioctl, SockOpt};
+use crate::script::call::{Fcntl, GetOpt, How, Ioctl, SockOpt};
 use crate::script::names;
 use crate::script::{Action, Call, Func, Scenario};
 use crate::timers::TimerProfile;
@@ -49,7 +49,13 @@ pub const CALLS: &[&str] = &[
     "poll",
     "ioctl",
     "getsockopt",
+    // Optional commands beyond the first set: an agent lists them only if it has them.
+    "fcntl",
+    "send",
+    "recv",
 ];
+/// The `send`/`recv` flags the protocol carries (docs/agent-protocol.md).
+const AGENT_MSG_FLAGS: &[&str] = &["MSG_PEEK", "MSG_DONTWAIT", "MSG_NOSIGNAL"];
 /// The `how` values of `shutdown`.
 pub const SHUTDOWN: &[&str] = &["rd", "wr", "rdwr"];
 /// The options of `setsockopt`.
@@ -242,9 +248,21 @@ impl Hello {
             Func::Send { .. } if call.sigpipe => {
                 Some("SIGPIPE (a signal of the host kernel)".into())
             }
-            Func::Send { flags, .. } | Func::Recv { flags, .. } if *flags != 0 => Some(format!(
-                "{name} with flags {}",
-                crate::script::names::show_mask(crate::script::names::MSG_FLAGS, *flags)
+            // Flags the protocol has no name for (MSG_WAITALL, MSG_OOB, …).
+            Func::Send { flags, .. } | Func::Recv { flags, .. }
+                if *flags & !agent_msg_mask() != 0 =>
+            {
+                Some(format!(
+                    "{name} with flags {}",
+                    crate::script::names::show_mask(
+                        crate::script::names::MSG_FLAGS,
+                        *flags & !agent_msg_mask()
+                    )
+                ))
+            }
+            Func::Fcntl(Fcntl::SetFl(flags)) if *flags & !fcntl_mask() != 0 => Some(format!(
+                "fcntl F_SETFL {}",
+                crate::script::names::show_mask(names::FILE_FLAGS, *flags & !fcntl_mask())
             )),
             Func::Ioctl(req) if !has(&self.ioctls, ioctl_name(*req)) => {
                 Some(format!("ioctl {}", ioctl_name(*req).to_uppercase()))
@@ -267,6 +285,25 @@ impl Hello {
             _ => None,
         }
     }
+}
+
+/// The MSG_ flags a `send`/`recv` command can carry.
+fn agent_msg_mask() -> u32 {
+    names::MSG_FLAGS
+        .iter()
+        .filter(|(n, _)| AGENT_MSG_FLAGS.contains(n))
+        .fold(0, |m, (_, v)| m | v)
+}
+
+/// The file flags `fcntl` carries: O_NONBLOCK (O_RDWR is the access mode, which F_SETFL
+/// leaves alone).
+fn fcntl_mask() -> u32 {
+    (libc::O_RDWR | libc::O_NONBLOCK) as u32
+}
+
+/// The `flags` list of a `send`/`recv` command.
+fn msg_flag_names(flags: u32) -> Vec<&'static str> {
+    mask_names(names::MSG_FLAGS, flags & agent_msg_mask())
 }
 
 fn call_name(f: &Func) -> &'static str {
@@ -891,12 +928,36 @@ fn execute(wire: &Wire, func: &Func, fd: i64, (sut, peer): Addrs) -> CallResult 
                 other => result_of(other),
             }
         }
-        // Not in protocol 1: the capability check skips scenarios that use them.
-        Func::GetSockOpt(GetOpt::TcpInfo)
-        | Func::Fcntl(_)
-        | Func::Epoll { .. }
-        | Func::Send { .. }
-        | Func::Recv { .. } => CallResult::Err(Errno::ENOSYS),
+        Func::Fcntl(Fcntl::SetFl(flags)) => ask(
+            json!({"cmd": "fcntl", "fd": fd, "op": "setfl",
+                   "nonblock": flags & libc::O_NONBLOCK as u32 != 0}),
+            ANSWER_TIMEOUT,
+        ),
+        Func::Fcntl(Fcntl::GetFl) => {
+            match wire.ask(
+                json!({"cmd": "fcntl", "fd": fd, "op": "getfl"}),
+                ANSWER_TIMEOUT,
+            ) {
+                Ok(v) if v.get("ok").is_some() => match v["ok"]["nonblock"].as_bool() {
+                    Some(nb) => CallResult::Ret(i64::from(
+                        libc::O_RDWR | if nb { libc::O_NONBLOCK } else { 0 },
+                    )),
+                    None => CallResult::Lost(format!("a malformed fcntl reply: {v}")),
+                },
+                other => result_of(other),
+            }
+        }
+        Func::Send { payload, flags } => ask(
+            json!({"cmd": "send", "fd": fd, "data": to_hex(&payload.bytes()),
+                   "flags": msg_flag_names(*flags)}),
+            ANSWER_TIMEOUT,
+        ),
+        Func::Recv { max, flags } => ask(
+            json!({"cmd": "recv", "fd": fd, "max": max, "flags": msg_flag_names(*flags)}),
+            long,
+        ),
+        // Not in the protocol: the capability check skips scenarios that use them.
+        Func::GetSockOpt(GetOpt::TcpInfo) | Func::Epoll { .. } => CallResult::Err(Errno::ENOSYS),
     }
 }
 
@@ -1099,6 +1160,36 @@ mod tests {
         assert_eq!(
             h.missing_call(&call("epoll(EPOLLIN, 0)")),
             Some("the call epoll".into())
+        );
+        // fcntl, send and recv run only on an agent that lists them, as before otherwise.
+        for c in ["fcntl(F_SETFL, O_NONBLOCK)", "recv(100, MSG_PEEK)", "send(10, 0)"] {
+            assert!(h.missing_call(&call(c)).unwrap().starts_with("the call "), "{c}");
+        }
+        let v: Value = serde_json::from_str(
+            r#"{"hello":{"protocol":1,"stack":"x 1","calls":["fcntl","send","recv"]}}"#,
+        )
+        .unwrap();
+        let h = Hello::parse(&v).unwrap();
+        for c in [
+            "fcntl(F_SETFL, O_RDWR|O_NONBLOCK)",
+            "fcntl(F_GETFL) = O_RDWR|O_NONBLOCK",
+            "recv(100, MSG_PEEK|MSG_DONTWAIT)",
+            "send(10, MSG_NOSIGNAL|MSG_DONTWAIT)",
+        ] {
+            assert_eq!(h.missing_call(&call(c)), None, "{c}");
+        }
+        assert_eq!(
+            h.missing_call(&call("recv(100, MSG_WAITALL|MSG_PEEK)")),
+            Some("recv with flags MSG_WAITALL".into())
+        );
+        // A signal stays the host kernel's.
+        assert!(h
+            .missing_call(&call("send(10) = -1 EPIPE SIGPIPE"))
+            .unwrap()
+            .contains("SIGPIPE"));
+        assert_eq!(
+            msg_flag_names(libc::MSG_PEEK as u32 | libc::MSG_WAITALL as u32),
+            ["MSG_PEEK"]
         );
     }
 
