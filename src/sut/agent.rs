@@ -53,6 +53,16 @@ pub const CALLS: &[&str] = &[
     "fcntl",
     "send",
     "recv",
+    "epoll",
+];
+/// The `epoll` events the protocol carries.
+const AGENT_EPOLL_EVENTS: &[&str] = &[
+    "EPOLLIN",
+    "EPOLLOUT",
+    "EPOLLERR",
+    "EPOLLHUP",
+    "EPOLLRDHUP",
+    "EPOLLET",
 ];
 /// The `send`/`recv` flags the protocol carries (docs/agent-protocol.md).
 const AGENT_MSG_FLAGS: &[&str] = &["MSG_PEEK", "MSG_DONTWAIT", "MSG_NOSIGNAL"];
@@ -260,6 +270,10 @@ impl Hello {
                     )
                 ))
             }
+            Func::Epoll { events, .. } if *events & !agent_epoll_mask() != 0 => Some(format!(
+                "epoll with {}",
+                crate::script::names::show_mask(names::EPOLL_EVENTS, *events & !agent_epoll_mask())
+            )),
             Func::Fcntl(Fcntl::SetFl(flags)) if *flags & !fcntl_mask() != 0 => Some(format!(
                 "fcntl F_SETFL {}",
                 crate::script::names::show_mask(names::FILE_FLAGS, *flags & !fcntl_mask())
@@ -299,6 +313,14 @@ fn agent_msg_mask() -> u32 {
 /// leaves alone).
 fn fcntl_mask() -> u32 {
     (libc::O_RDWR | libc::O_NONBLOCK) as u32
+}
+
+/// The epoll events an `epoll` command can carry.
+fn agent_epoll_mask() -> u32 {
+    names::EPOLL_EVENTS
+        .iter()
+        .filter(|(n, _)| AGENT_EPOLL_EVENTS.contains(n))
+        .fold(0, |m, (_, v)| m | v)
 }
 
 /// The `flags` list of a `send`/`recv` command.
@@ -957,7 +979,13 @@ fn execute(wire: &Wire, func: &Func, fd: i64, (sut, peer): Addrs) -> CallResult 
             long,
         ),
         // Not in the protocol: the capability check skips scenarios that use them.
-        Func::GetSockOpt(GetOpt::TcpInfo) | Func::Epoll { .. } => CallResult::Err(Errno::ENOSYS),
+        Func::Epoll { events, timeout_ms } => {
+            let wanted = mask_names(names::EPOLL_EVENTS, *events);
+            let cmd = json!({"cmd": "epoll", "fd": fd, "events": wanted, "timeout_ms": timeout_ms});
+            let wait = Duration::from_millis(*timeout_ms as u64) + ANSWER_TIMEOUT;
+            events_of(wire.ask(cmd, wait), "events", names::EPOLL_EVENTS)
+        }
+        Func::GetSockOpt(GetOpt::TcpInfo) => CallResult::Err(Errno::ENOSYS),
     }
 }
 
@@ -974,19 +1002,28 @@ pub fn mask_names(table: &'static [(&'static str, u32)], mask: u32) -> Vec<&'sta
 
 /// A poll reply `{"revents": ["POLLIN", …]}` as the mask.
 fn revents_of(reply: Result<Value, String>) -> CallResult {
+    events_of(reply, "revents", names::POLL_EVENTS)
+}
+
+/// A reply whose `ok` holds a list of event names under `key`, as the mask.
+fn events_of(
+    reply: Result<Value, String>,
+    key: &str,
+    table: &'static [(&'static str, u32)],
+) -> CallResult {
     let v = match reply {
         Ok(v) if v.get("ok").is_some() => v,
         other => return result_of(other),
     };
-    let list: Option<Vec<String>> = v["ok"]["revents"]
+    let list: Option<Vec<String>> = v["ok"][key]
         .as_array()
         .and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
     let Some(list) = list else {
-        return CallResult::Lost(format!("the agent's poll reply has no revents list: {v}"));
+        return CallResult::Lost(format!("the agent's reply has no `{key}` list: {v}"));
     };
-    match names::mask_of(names::POLL_EVENTS, &list) {
+    match names::mask_of(table, &list) {
         Ok(m) => CallResult::Ret(i64::from(m)),
-        Err(why) => CallResult::Lost(format!("the agent's poll reply: {why}")),
+        Err(why) => CallResult::Lost(format!("the agent's `{key}` reply: {why}")),
     }
 }
 
@@ -1191,6 +1228,26 @@ mod tests {
             msg_flag_names(libc::MSG_PEEK as u32 | libc::MSG_WAITALL as u32),
             ["MSG_PEEK"]
         );
+        // epoll, listed: its events (EPOLLET too) go as names and come back as the mask.
+        let v: Value = serde_json::from_str(
+            r#"{"hello":{"protocol":1,"stack":"x 1","calls":["epoll"]}}"#,
+        )
+        .unwrap();
+        let h = Hello::parse(&v).unwrap();
+        assert_eq!(h.missing_call(&call("epoll(EPOLLIN|EPOLLRDHUP|EPOLLET, 0)")), None);
+        assert_eq!(
+            h.missing_call(&call("epoll(EPOLLIN|EPOLLONESHOT, 0)")),
+            Some("epoll with EPOLLONESHOT".into())
+        );
+        let reply = json!({"id": 1, "ok": {"events": ["EPOLLIN", "EPOLLRDHUP"]}});
+        assert_eq!(
+            events_of(Ok(reply), "events", names::EPOLL_EVENTS),
+            CallResult::Ret(i64::from((libc::EPOLLIN | libc::EPOLLRDHUP) as u32))
+        );
+        assert!(matches!(
+            events_of(Ok(json!({"id": 1, "ok": {"events": ["EPOLLWAT"]}})), "events", names::EPOLL_EVENTS),
+            CallResult::Lost(_)
+        ));
     }
 
     #[test]

@@ -131,6 +131,11 @@ enum Wait {
         peek: bool,
         until_ns: Option<u128>,
     },
+    /// epoll_wait(): these events (Linux's bits, EPOLLET included), until this realtime.
+    Epoll {
+        events: u32,
+        until_ns: u128,
+    },
     /// close() with SO_LINGER {1, secs}: until the FIN is acknowledged or the time is up.
     Linger {
         handle: SocketHandle,
@@ -156,6 +161,9 @@ pub struct Calls {
     fds: BTreeMap<Fd, Desc>,
     /// Every open fd and the socket (key of `fds`) it refers to: dup() adds one.
     alias: BTreeMap<Fd, Fd>,
+    /// Each fd's own epoll instance: the events registered, and (EPOLLET) those delivered
+    /// and still ready, which fire again only once they have gone and come back.
+    epolls: BTreeMap<Fd, (u32, u32)>,
     next_fd: Fd,
     tracks: BTreeMap<SocketHandle, Track>,
     pending: Vec<Pending>,
@@ -180,6 +188,7 @@ impl Calls {
         Calls {
             fds: BTreeMap::new(),
             alias: BTreeMap::new(),
+            epolls: BTreeMap::new(),
             next_fd: 3,
             tracks: BTreeMap::new(),
             pending: Vec::new(),
@@ -243,6 +252,24 @@ impl Calls {
                 // The agent's writes never block and it raises no signals: MSG_DONTWAIT and
                 // MSG_NOSIGNAL change nothing.
                 self.write(stack, fd, &data)
+            }
+            Ext::Epoll {
+                fd,
+                events,
+                timeout_ms,
+            } => {
+                let events = match epoll_bits(&events) {
+                    Ok(e) => e,
+                    Err(e) => return self.answer(id, Err(e)),
+                };
+                // Registered at the first use; new events re-register (EPOLL_CTL_MOD), which
+                // re-arms an edge-triggered one.
+                let reg = self.epolls.entry(fd).or_insert((events, 0));
+                if reg.0 != events {
+                    *reg = (events, 0);
+                }
+                let until_ns = realtime_ns() as u128 + u128::from(timeout_ms) * 1_000_000;
+                return self.park(stack, id, fd, Wait::Epoll { events, until_ns });
             }
             Ext::Recv { fd, max, flags } => {
                 let has = |f: &str| flags.iter().any(|x| x == f);
@@ -971,6 +998,7 @@ impl Calls {
                     until_ns,
                 } => self.try_read(stack, fd, max, peek, until_ns),
                 Wait::Poll { events, until_ns } => self.try_poll(stack, fd, events, until_ns),
+                Wait::Epoll { events, until_ns } => self.try_epoll(stack, fd, events, until_ns),
                 Wait::Linger { handle, until_ns } => self.try_linger(stack, handle, until_ns),
             };
             match outcome {
@@ -988,7 +1016,9 @@ impl Calls {
         self.pending
             .iter()
             .filter_map(|p| match p.wait {
-                Wait::Poll { until_ns, .. } | Wait::Linger { until_ns, .. } => Some(until_ns),
+                Wait::Poll { until_ns, .. }
+                | Wait::Epoll { until_ns, .. }
+                | Wait::Linger { until_ns, .. } => Some(until_ns),
                 Wait::Read { until_ns, .. } => until_ns,
                 _ => None,
             })
@@ -1054,6 +1084,38 @@ impl Calls {
             return None;
         }
         Some(Ok(json!({"revents": poll_names(ready)})))
+    }
+
+    /// epoll_wait() on the fd's own instance: the ready events (tcp_poll()'s, EPOLLERR and
+    /// EPOLLHUP always); edge-triggered, only those not delivered since they became ready.
+    fn try_epoll(
+        &mut self,
+        stack: &mut Stack,
+        fd: Fd,
+        events: u32,
+        until_ns: u128,
+    ) -> Option<Reply> {
+        let ready = match self.revents(stack, fd) {
+            Ok(m) => m & (events | POLLERR | POLLHUP),
+            Err(e) => return Some(Err(e)),
+        };
+        let reg = self.epolls.entry(fd).or_insert((events, 0));
+        let fired = if events & EPOLLET != 0 {
+            reg.1 &= ready; // what is no longer ready may fire again when it comes back
+            let new = ready & !reg.1;
+            reg.1 |= new;
+            new
+        } else {
+            ready
+        };
+        if fired == 0 && (realtime_ns() as u128) < until_ns {
+            return None;
+        }
+        let names: Vec<_> = poll_names(fired)
+            .into_iter()
+            .map(|n| n.replacen("POLL", "EPOLL", 1))
+            .collect();
+        Some(Ok(json!({"events": names})))
     }
 
     /// A lingering close() returns once the FIN is acknowledged (the connection has left
@@ -1292,6 +1354,21 @@ fn poll_bits(names: &[String]) -> Result<u32, Error> {
             Some((_, v)) => Ok(acc | v),
             None => Err(Error::new("EINVAL", format!("unknown poll event `{n}`"))),
         })
+}
+
+const EPOLLET: u32 = 1 << 31;
+
+/// epoll's names (the same bits as poll's, `EPOLLET` besides).
+fn epoll_bits(names: &[String]) -> Result<u32, Error> {
+    names.iter().try_fold(0, |acc, n| {
+        if n == "EPOLLET" {
+            return Ok(acc | EPOLLET);
+        }
+        match n.strip_prefix("E").and_then(|p| POLL_NAMES.iter().find(|(k, _)| *k == p)) {
+            Some((_, v)) => Ok(acc | v),
+            None => Err(Error::new("EINVAL", format!("unknown epoll event `{n}`"))),
+        }
+    })
 }
 
 fn poll_names(mask: u32) -> Vec<&'static str> {

@@ -284,6 +284,9 @@ pub enum Ext {
     Send { fd: Fd, data: Vec<u8>, flags: Vec<String> },
     /// recv(2) with its flags (`MSG_DONTWAIT`, `MSG_PEEK`).
     Recv { fd: Fd, max: usize, flags: Vec<String> },
+    /// epoll_wait(2) on an epoll instance of the fd's own, registered with `events`
+    /// (`EPOLLIN`, `EPOLLOUT`, `EPOLLRDHUP`, `EPOLLET`, …) at its first use.
+    Epoll { fd: Fd, events: Vec<String>, timeout_ms: u64 },
 }
 
 /// The socket options only `parse_line_ext` knows.
@@ -316,7 +319,7 @@ pub fn parse_line_ext(line: &str) -> Result<Parsed, ParseError> {
     let f = Fields(&obj);
     let cmd = obj.get("cmd").and_then(Value::as_str).unwrap_or("");
     let opt = obj.get("opt").and_then(Value::as_str).unwrap_or("");
-    let ext = matches!(cmd, "dup" | "fcntl" | "send" | "recv")
+    let ext = matches!(cmd, "dup" | "fcntl" | "send" | "recv" | "epoll")
         || (cmd == "setsockopt"
             && matches!(opt, "reuseaddr" | "sndbuf" | "rcvtimeo" | "user_timeout"));
     if !ext {
@@ -344,6 +347,19 @@ pub fn parse_line_ext(line: &str) -> Result<Parsed, ParseError> {
     let parsed = (|| -> Result<Ext, Error> {
         Ok(match cmd {
             "dup" => Ext::Dup { fd: f.fd()? },
+            "epoll" => Ext::Epoll {
+                fd: f.fd()?,
+                events: f
+                    .array("events")?
+                    .iter()
+                    .map(|e| {
+                        e.as_str()
+                            .map(String::from)
+                            .ok_or_else(|| invalid("events", "a list of names like \"EPOLLIN\""))
+                    })
+                    .collect::<Result<_, _>>()?,
+                timeout_ms: f.opt_uint("timeout_ms")?.unwrap_or(0).min(60_000),
+            },
             "fcntl" => Ext::Fcntl {
                 fd: f.fd()?,
                 nonblock: match f.str("op")? {
@@ -509,7 +525,7 @@ pub fn hello(time_wait_ms: u64) -> Value {
         "protocol": PROTOCOL_VERSION,
         "agent": "halfclose-smoltcp-agent",
         "stack": "smoltcp 0.14",
-        "calls": ["socket","dup","bind","listen","accept","connect","write","read","shutdown","close","setsockopt","state","poll","ioctl","getsockopt","fcntl","send","recv"],
+        "calls": ["socket","dup","bind","listen","accept","connect","write","read","shutdown","close","setsockopt","state","poll","ioctl","getsockopt","fcntl","send","recv","epoll"],
         "shutdown": ["rd","wr","rdwr"],
         "sockopts": ["linger","linger-timeout","nodelay","keepalive","reuseaddr","sndbuf","rcvtimeo","user_timeout"],
         "ioctls": ["siocinq","siocoutq"],

@@ -79,7 +79,7 @@ fn a_tap_fd_that_is_no_tap_is_a_clear_error() {
 #[test]
 fn dup_fcntl_and_the_extra_options() {
     let (mut agent, hello) = Agent::spawn(Agent::bin());
-    for call in ["dup", "fcntl", "send", "recv"] {
+    for call in ["dup", "fcntl", "send", "recv", "epoll"] {
         assert!(
             hello["hello"]["calls"].as_array().unwrap().contains(&json!(call)),
             "{call}"

@@ -547,3 +547,32 @@ fn sndbuf_and_a_reset_after_shutdown_wr() {
         unsafe { libc::close(peer.fd) };
     });
 }
+
+/// epoll: edge-triggered events fire once, level-triggered ones while they hold, and a
+/// change of the registered events re-arms them.
+#[test]
+fn epoll_edge_and_level() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        let et = json!(["EPOLLIN", "EPOLLRDHUP", "EPOLLET"]);
+        let lt = json!(["EPOLLIN", "EPOLLRDHUP"]);
+        let epoll = |agent: &mut Agent, events: &serde_json::Value, ms: u64| {
+            agent.ok(json!({"cmd": "epoll", "fd": cfd, "events": events, "timeout_ms": ms}))["events"]
+                .clone()
+        };
+        assert_eq!(epoll(&mut agent, &et, 0), json!([]));
+        let waiting = agent.send(json!({"cmd": "epoll", "fd": cfd, "events": et, "timeout_ms": 2000}));
+        peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+        peer.recv_tcp();
+        assert_eq!(agent.reply(waiting)["ok"]["events"], json!(["EPOLLIN", "EPOLLRDHUP"]));
+        assert_eq!(epoll(&mut agent, &et, 0), json!([]), "delivered once");
+        assert_eq!(epoll(&mut agent, &lt, 0), json!(["EPOLLIN", "EPOLLRDHUP"]));
+        assert_eq!(epoll(&mut agent, &lt, 0), json!(["EPOLLIN", "EPOLLRDHUP"]));
+        assert_eq!(
+            agent.err(json!({"cmd": "epoll", "fd": cfd, "events": ["EPOLLWAT"]})),
+            "EINVAL"
+        );
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
+}
