@@ -49,12 +49,10 @@ pub const CALLS: &[&str] = &[
     "poll",
     "ioctl",
     "getsockopt",
-    // Optional commands beyond the first set: an agent lists them only if it has them.
-    "fcntl",
-    "send",
-    "recv",
-    "epoll",
 ];
+/// Optional commands beyond [`CALLS`] (docs/agent-protocol.md): an agent lists them in its
+/// hello only if it has them, and halfclose sends them only then.
+pub const OPTIONAL_CALLS: &[&str] = &["fcntl", "send", "recv", "epoll"];
 /// The `epoll` events the protocol carries.
 const AGENT_EPOLL_EVENTS: &[&str] = &[
     "EPOLLIN",
@@ -88,6 +86,8 @@ const EVENTS: &[&str] = &["state", "readable", "reset"];
 /// The `ioctl` requests and `getsockopt` options of protocol 1.
 pub const IOCTLS: &[&str] = &["siocinq", "siocoutq", "siocoutqnsd"];
 pub const GETSOCKOPTS: &[&str] = &["so_error"];
+/// Optional `getsockopt` options beyond [`GETSOCKOPTS`].
+pub const OPTIONAL_GETSOCKOPTS: &[&str] = &["tcp_info"];
 
 /// What an agent says it can do (its hello line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -196,11 +196,15 @@ impl Hello {
         Ok(Hello {
             agent: text("agent", false)?,
             stack: text("stack", true)?,
-            calls: names("calls", CALLS, true)?,
+            calls: names("calls", &[CALLS, OPTIONAL_CALLS].concat(), true)?,
             shutdown: names("shutdown", SHUTDOWN, false)?,
             sockopts: names("sockopts", SOCKOPTS, false)?,
             ioctls: names("ioctls", IOCTLS, false)?,
-            getsockopts: names("getsockopts", GETSOCKOPTS, false)?,
+            getsockopts: names(
+                "getsockopts",
+                &[GETSOCKOPTS, OPTIONAL_GETSOCKOPTS].concat(),
+                false,
+            )?,
             timers: flag("timers")?,
             time_wait,
             link,
@@ -985,8 +989,35 @@ fn execute(wire: &Wire, func: &Func, fd: i64, (sut, peer): Addrs) -> CallResult 
             let wait = Duration::from_millis(*timeout_ms as u64) + ANSWER_TIMEOUT;
             events_of(wire.ask(cmd, wait), "events", names::EPOLL_EVENTS)
         }
-        Func::GetSockOpt(GetOpt::TcpInfo) => CallResult::Err(Errno::ENOSYS),
+        Func::GetSockOpt(GetOpt::TcpInfo) => tcp_info_of(wire.ask(
+            json!({"cmd": "getsockopt", "fd": fd, "opt": "tcp_info"}),
+            ANSWER_TIMEOUT,
+        )),
     }
+}
+
+/// A `tcp_info` reply, an object of `struct tcp_info` fields by name (`state`, `unacked`, …)
+/// holding the numbers Linux's struct would: only the fields the agent fills.
+fn tcp_info_of(reply: Result<Value, String>) -> CallResult {
+    let v = match reply {
+        Ok(v) if v.get("ok").is_some() => v,
+        other => return result_of(other),
+    };
+    let Some(obj) = v["ok"].as_object() else {
+        return CallResult::Lost(format!("the agent's tcp_info reply is not an object: {v}"));
+    };
+    let mut fields = Vec::new();
+    for (k, x) in obj {
+        match (names::tcpi_field(k), x.as_u64()) {
+            (Some(f), Some(n)) if !k.starts_with("tcpi_") => fields.push((f, n)),
+            _ => {
+                return CallResult::Lost(format!(
+                    "the agent's tcp_info reply: `{k}` is not a tcp_info field with a number: {v}"
+                ))
+            }
+        }
+    }
+    CallResult::TcpInfo(fields)
 }
 
 /// The names of the bits of `mask` (`["POLLIN", "POLLRDHUP"]`).
@@ -1239,6 +1270,30 @@ mod tests {
             h.missing_call(&call("epoll(EPOLLIN|EPOLLONESHOT, 0)")),
             Some("epoll with EPOLLONESHOT".into())
         );
+        // TCP_INFO: an agent that lists it answers the fields it fills.
+        let v: Value = serde_json::from_str(
+            r#"{"hello":{"protocol":1,"stack":"x 1","calls":["getsockopt"],"getsockopts":["so_error","tcp_info"]}}"#,
+        )
+        .unwrap();
+        let h = Hello::parse(&v).unwrap();
+        assert_eq!(
+            h.missing_call(&call("getsockopt(TCP_INFO) = {tcpi_state=CLOSE}")),
+            None
+        );
+        let info = tcp_info_of(Ok(json!({"id": 1, "ok": {"state": 4, "unacked": 1}})));
+        let CallResult::TcpInfo(fields) = info else {
+            panic!("{info:?}")
+        };
+        let get = |n: &str| fields.iter().find(|(f, _)| f.name == n).map(|(_, v)| *v);
+        assert_eq!((get("state"), get("unacked"), get("rto")), (Some(4), Some(1), None));
+        for broken in [json!({"state": "FIN_WAIT_1"}), json!({"bogus": 1}), json!([1])] {
+            assert!(
+                matches!(tcp_info_of(Ok(json!({"id": 1, "ok": broken}))), CallResult::Lost(_)),
+                "{broken}"
+            );
+        }
+        // The first set stays what the Linux agent's hello lists.
+        assert!(!CALLS.contains(&"epoll") && !GETSOCKOPTS.contains(&"tcp_info"));
         let reply = json!({"id": 1, "ok": {"events": ["EPOLLIN", "EPOLLRDHUP"]}});
         assert_eq!(
             events_of(Ok(reply), "events", names::EPOLL_EVENTS),

@@ -164,6 +164,8 @@ pub struct Calls {
     /// Each fd's own epoll instance: the events registered, and (EPOLLET) those delivered
     /// and still ready, which fire again only once they have gone and come back.
     epolls: BTreeMap<Fd, (u32, u32)>,
+    /// The TCP segments the agent sent, per connection.
+    log: crate::segs::Log,
     next_fd: Fd,
     tracks: BTreeMap<SocketHandle, Track>,
     pending: Vec<Pending>,
@@ -189,6 +191,7 @@ impl Calls {
             fds: BTreeMap::new(),
             alias: BTreeMap::new(),
             epolls: BTreeMap::new(),
+            log: crate::segs::Log::default(),
             next_fd: 3,
             tracks: BTreeMap::new(),
             pending: Vec::new(),
@@ -236,7 +239,7 @@ impl Calls {
                 return self.park(stack, id, fd, Wait::Poll { events, until_ns });
             }
             Command::Ioctl { fd, req } => self.ioctl(stack, fd, &req),
-            Command::GetSockOpt { fd, opt } => self.getsockopt(fd, &opt),
+            Command::GetSockOpt { fd, opt } => self.getsockopt(stack, fd, &opt),
             Command::Quit => Ok(Value::Null),
         };
         self.answer(id, reply);
@@ -825,6 +828,9 @@ impl Calls {
 
     /// `egress`: the step was a transmit round (where smoltcp's timers act), not a frame in.
     pub fn sweep(&mut self, stack: &mut Stack, egress: bool) {
+        for seg in stack.take_sent() {
+            self.log.record(seg);
+        }
         self.track_states(stack, egress);
         self.feed_send_queues(stack);
         self.refill_listeners(stack);
@@ -1151,20 +1157,37 @@ impl Calls {
             Desc::Conn { handle, .. } => *handle,
             _ => return Err(Error::new("EINVAL", "not a connected socket")),
         };
-        let queued = self.tracks[&handle].txq.len();
+        let track = &self.tracks[&handle];
+        let (queued, fin_pending) = (track.txq.len(), track.fin_pending);
         let socket = stack.tcp(handle);
+        // Linux counts the FIN in write_seq once it is queued, until it is acknowledged:
+        // SIOCOUTQ is write_seq − snd_una, SIOCOUTQNSD write_seq − snd_nxt.
+        let fin = fin_pending
+            || matches!(
+                socket.state(),
+                State::FinWait1 | State::Closing | State::LastAck
+            );
+        // smoltcp keeps written bytes in its buffer until they are acknowledged; the agent's
+        // part of the send buffer holds only bytes never sent.
+        let outq = socket.send_queue() + queued + usize::from(fin);
         match req {
             "siocinq" => Ok(json!(socket.recv_queue())),
-            // smoltcp keeps written bytes in its buffer until they are acknowledged; the
-            // agent's part of the send buffer holds only bytes never sent.
-            "siocoutq" => Ok(json!(socket.send_queue() + queued)),
+            "siocoutq" => Ok(json!(outq)),
+            "siocoutqnsd" => {
+                let inner = crate::inner::read(socket)
+                    .ok_or_else(|| Error::new("EIO", "cannot read smoltcp's sequence numbers"))?;
+                let sent = inner.snd_nxt.wrapping_sub(inner.snd_una) as usize;
+                Ok(json!(outq.saturating_sub(sent)))
+            }
             other => Err(Error::new("ENOSYS", format!("unsupported ioctl `{other}`"))),
         }
     }
 
-    fn getsockopt(&mut self, fd: Fd, opt: &str) -> Reply {
-        if opt != "so_error" {
-            return Err(Error::new("ENOSYS", format!("unsupported option `{opt}`")));
+    fn getsockopt(&mut self, stack: &mut Stack, fd: Fd, opt: &str) -> Reply {
+        match opt {
+            "so_error" => {}
+            "tcp_info" => return self.tcp_info(stack, fd),
+            _ => return Err(Error::new("ENOSYS", format!("unsupported option `{opt}`"))),
         }
         let handle = match self.get(fd).ok_or_else(|| ebadf(fd))? {
             Desc::Conn { handle, .. } => *handle,
@@ -1175,6 +1198,65 @@ impl Calls {
             .get_mut(&handle)
             .expect("a connection is tracked");
         Ok(json!({"error": track.take_error()}))
+    }
+
+    /// TCP_INFO: the fields of Linux's `struct tcp_info` the agent can fill truly, by their
+    /// names without `tcpi_`: the socket's state (Linux's numbers; a connection that is in
+    /// TIME_WAIT or gone leaves its socket CLOSE, as Linux's does), the segments in flight
+    /// and the retransmissions of the oldest (counted from the agent's own frames), and the
+    /// MSS and window scales the handshake settled.
+    fn tcp_info(&mut self, stack: &mut Stack, fd: Fd) -> Reply {
+        let handle = match self.get(fd).ok_or_else(|| ebadf(fd))? {
+            Desc::Conn { handle, .. } => *handle,
+            Desc::Listener { .. } => return Ok(json!({"state": 10})),
+            Desc::Fresh { .. } => return Ok(json!({"state": 7})),
+        };
+        let track = &self.tracks[&handle];
+        let (reset, tuple) = (track.reset, track.tuple);
+        let socket = stack.tcp(handle);
+        let state = match socket.state() {
+            _ if reset => 7,
+            State::Established => 1,
+            State::SynSent => 2,
+            State::SynReceived => 3,
+            State::FinWait1 => 4,
+            State::FinWait2 => 5,
+            State::TimeWait | State::Closed => 7,
+            State::CloseWait => 8,
+            State::LastAck => 9,
+            State::Listen => 10,
+            State::Closing => 11,
+        };
+        if state == 7 {
+            return Ok(json!({"state": 7, "unacked": 0, "retransmits": 0}));
+        }
+        let inner = crate::inner::read(socket)
+            .ok_or_else(|| Error::new("EIO", "cannot read smoltcp's connection state"))?;
+        let (unacked, retransmits) = match tuple {
+            Some(t) => self.log.in_flight(t, inner.snd_una),
+            None => (0, 0),
+        };
+        let mut info = json!({"state": state, "unacked": unacked, "retransmits": retransmits});
+        if !matches!(socket.state(), State::SynSent | State::SynReceived) {
+            // smoltcp's segments: the peer's MSS, at most what the 1500-byte link carries.
+            let headers = match tuple.map(|(l, _)| l.addr) {
+                Some(smoltcp::wire::IpAddress::Ipv6(_)) => 60,
+                _ => 40,
+            };
+            info["snd_mss"] = json!(inner.remote_mss.min(1500 - headers));
+            let mut options = 0;
+            if let Some(scale) = inner.snd_wscale {
+                info["snd_wscale"] = json!(scale);
+                info["rcv_wscale"] = json!(inner.rcv_wscale);
+                options |= 4; // TCPI_OPT_WSCALE
+            }
+            if inner.sack {
+                options |= 2; // TCPI_OPT_SACK
+            }
+            // No TCPI_OPT_TIMESTAMPS: the agent gives smoltcp no timestamp generator.
+            info["options"] = json!(options);
+        }
+        Ok(info)
     }
 
     /// `None` while still blocked.
@@ -1286,7 +1368,9 @@ impl Calls {
             .map(|(&h, _)| h)
             .collect();
         for handle in done {
-            self.tracks.remove(&handle);
+            if let Some(tuple) = self.tracks.remove(&handle).and_then(|t| t.tuple) {
+                self.log.forget(tuple);
+            }
             stack.remove(handle);
         }
     }

@@ -7,8 +7,10 @@
 //! time, and a command runs the moment its line arrives.
 
 mod calls;
+mod inner;
 mod lines;
 mod protocol;
+mod segs;
 mod stack;
 mod tapfd;
 mod timer;

@@ -576,3 +576,53 @@ fn epoll_edge_and_level() {
         unsafe { libc::close(peer.fd) };
     });
 }
+
+/// SIOCOUTQ and SIOCOUTQNSD (the FIN counted as Linux counts it), and TCP_INFO's segments in
+/// flight, counted from the agent's own frames, as the peer ACKs them.
+#[test]
+fn send_queue_ioctls_and_tcp_info() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        let ioctl = |agent: &mut Agent, req: &str| {
+            agent.ok(json!({"cmd": "ioctl", "fd": cfd, "req": req}))
+        };
+        let info = |agent: &mut Agent| {
+            agent.ok(json!({"cmd": "getsockopt", "fd": cfd, "opt": "tcp_info"}))
+        };
+        let i = info(&mut agent);
+        assert_eq!((i["state"].clone(), i["unacked"].clone()), (json!(1), json!(0)), "{i}");
+        assert_eq!(i["snd_mss"], 536, "the test's SYN has no MSS option: {i}");
+        agent.ok(json!({"cmd": "write", "fd": cfd, "data": "ab".repeat(100)}));
+        let (_, seq, _, data) = peer.recv_tcp();
+        assert_eq!(data.len(), 100);
+        assert_eq!((ioctl(&mut agent, "siocoutq"), ioctl(&mut agent, "siocoutqnsd")), (json!(100), json!(0)));
+        agent.ok(json!({"cmd": "shutdown", "fd": cfd, "how": "wr"}));
+        let (flags, fin_seq, _, _) = peer.recv_tcp();
+        assert_eq!(flags & TcpFlags::FIN, TcpFlags::FIN);
+        assert_eq!(fin_seq, seq.wrapping_add(100));
+        assert_eq!((ioctl(&mut agent, "siocoutq"), ioctl(&mut agent, "siocoutqnsd")), (json!(101), json!(0)));
+        let i = info(&mut agent);
+        assert_eq!((i["state"].clone(), i["unacked"].clone()), (json!(4), json!(2)), "{i}");
+        // ACK the data only: the FIN is left in flight.
+        peer.rcv_nxt = fin_seq;
+        peer.send_tcp(TcpFlags::ACK);
+        let deadline = Instant::now() + TIMEOUT;
+        while ioctl(&mut agent, "siocoutq") != json!(1) {
+            assert!(Instant::now() < deadline, "SIOCOUTQ stuck");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(info(&mut agent)["unacked"], 1);
+        peer.rcv_nxt = fin_seq.wrapping_add(1);
+        peer.send_tcp(TcpFlags::ACK);
+        await_state(&mut agent, "FIN_WAIT_2");
+        assert_eq!(ioctl(&mut agent, "siocoutq"), 0);
+        let i = info(&mut agent);
+        assert_eq!((i["state"].clone(), i["unacked"].clone()), (json!(5), json!(0)), "{i}");
+        peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+        peer.recv_tcp();
+        await_state(&mut agent, "TIME_WAIT");
+        assert_eq!(info(&mut agent)["state"], 7, "a TIME_WAIT connection leaves its socket CLOSE");
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
+}
