@@ -871,7 +871,15 @@ impl Calls {
             );
             let from = state_name(was).unwrap_or("CLOSED");
             let to = state_name(now).unwrap_or("CLOSED");
-            let ended = ended_by_peer(was, now, track.local_abort);
+            // LAST_ACK → CLOSED is the FIN's ACK, or an RST: smoltcp's SND.UNA tells them
+            // apart (an RST leaves the FIN unacknowledged).
+            let reset_in_last_ack = was == State::LastAck
+                && now == State::Closed
+                && !track.local_abort
+                && crate::inner::read(stack.tcp(handle))
+                    .is_some_and(|i| i.snd_nxt != i.snd_una);
+            let track = self.tracks.get_mut(&handle).expect("tracked");
+            let ended = ended_by_peer(was, now, track.local_abort) || reset_in_last_ack;
             // smoltcp closes a connection by itself in two places: on an RST (a frame in)
             // and when its user timeout runs out (a transmit round, which then sends an RST).
             let timed_out = ended && egress && user_timeout;

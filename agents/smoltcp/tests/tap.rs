@@ -626,3 +626,29 @@ fn send_queue_ioctls_and_tcp_info() {
         unsafe { libc::close(peer.fd) };
     });
 }
+
+/// An RST in LAST_ACK is a reset (ECONNRESET, as Linux's tcp_reset() has it there), not the
+/// FIN's ACK that also takes LAST_ACK to CLOSED.
+#[test]
+fn a_reset_in_last_ack() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+        peer.recv_tcp();
+        await_state(&mut agent, "CLOSE_WAIT");
+        agent.ok(json!({"cmd": "shutdown", "fd": cfd, "how": "wr"}));
+        let (flags, _, _, _) = peer.recv_tcp();
+        assert_eq!(flags & TcpFlags::FIN, TcpFlags::FIN);
+        assert_eq!(state_reply(&mut agent)["state"], "LAST_ACK");
+        peer.send_tcp(TcpFlags::RST | TcpFlags::ACK);
+        await_state(&mut agent, "CLOSED");
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "ECONNRESET"
+        );
+        assert_eq!(agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})), "EPIPE");
+        assert!(agent.events.iter().any(|e| e["event"] == "reset"), "{:?}", agent.events);
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
+}
