@@ -757,11 +757,12 @@ fn deviation_that_passes_is_stale(agent: &Path, fixture: &str, deviating: &str) 
     );
 }
 
-/// The second stack end to end: smoltcp through its agent on a TAP device.
+/// The second stack end to end: smoltcp through its agent on a TAP device (its agent has
+/// every call the close and abort scenarios make, lingering close included: none is skipped).
 #[test]
 fn smoltcp_runs_with_its_expectations() {
     if let Some(agent) = smoltcp_agent() {
-        runs_with_its_expectations("smoltcp", &agent, true);
+        runs_with_its_expectations("smoltcp", &agent, false);
     }
 }
 
@@ -1658,9 +1659,14 @@ fn smoltcp_junit_counts_deviations_as_passed() {
     };
     let dir = scratch("smoltcp-junit");
     let (junit, json) = (dir.join("j.xml"), dir.join("r.json"));
+    // linger-timeout awaits the 2 s lingering close after the third FIN retransmission, which
+    // smoltcp's 1 s RTO sends at 7 s: the harness judges the steps after it late
+    // (inconclusive, exit 3), which is not what this test is about.
     let out = halfclose(&[
         "run",
         "suites/abort",
+        "--skip",
+        "linger-timeout",
         "--stack",
         "smoltcp",
         "--junit",
