@@ -1230,8 +1230,15 @@ mod tests {
             Some("the call epoll".into())
         );
         // fcntl, send and recv run only on an agent that lists them, as before otherwise.
-        for c in ["fcntl(F_SETFL, O_NONBLOCK)", "recv(100, MSG_PEEK)", "send(10, 0)"] {
-            assert!(h.missing_call(&call(c)).unwrap().starts_with("the call "), "{c}");
+        for c in [
+            "fcntl(F_SETFL, O_NONBLOCK)",
+            "recv(100, MSG_PEEK)",
+            "send(10, 0)",
+        ] {
+            assert!(
+                h.missing_call(&call(c)).unwrap().starts_with("the call "),
+                "{c}"
+            );
         }
         let v: Value = serde_json::from_str(
             r#"{"hello":{"protocol":1,"stack":"x 1","calls":["fcntl","send","recv"]}}"#,
@@ -1260,12 +1267,14 @@ mod tests {
             ["MSG_PEEK"]
         );
         // epoll, listed: its events (EPOLLET too) go as names and come back as the mask.
-        let v: Value = serde_json::from_str(
-            r#"{"hello":{"protocol":1,"stack":"x 1","calls":["epoll"]}}"#,
-        )
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"hello":{"protocol":1,"stack":"x 1","calls":["epoll"]}}"#)
+                .unwrap();
         let h = Hello::parse(&v).unwrap();
-        assert_eq!(h.missing_call(&call("epoll(EPOLLIN|EPOLLRDHUP|EPOLLET, 0)")), None);
+        assert_eq!(
+            h.missing_call(&call("epoll(EPOLLIN|EPOLLRDHUP|EPOLLET, 0)")),
+            None
+        );
         assert_eq!(
             h.missing_call(&call("epoll(EPOLLIN|EPOLLONESHOT, 0)")),
             Some("epoll with EPOLLONESHOT".into())
@@ -1285,10 +1294,20 @@ mod tests {
             panic!("{info:?}")
         };
         let get = |n: &str| fields.iter().find(|(f, _)| f.name == n).map(|(_, v)| *v);
-        assert_eq!((get("state"), get("unacked"), get("rto")), (Some(4), Some(1), None));
-        for broken in [json!({"state": "FIN_WAIT_1"}), json!({"bogus": 1}), json!([1])] {
+        assert_eq!(
+            (get("state"), get("unacked"), get("rto")),
+            (Some(4), Some(1), None)
+        );
+        for broken in [
+            json!({"state": "FIN_WAIT_1"}),
+            json!({"bogus": 1}),
+            json!([1]),
+        ] {
             assert!(
-                matches!(tcp_info_of(Ok(json!({"id": 1, "ok": broken}))), CallResult::Lost(_)),
+                matches!(
+                    tcp_info_of(Ok(json!({"id": 1, "ok": broken}))),
+                    CallResult::Lost(_)
+                ),
                 "{broken}"
             );
         }
@@ -1300,7 +1319,11 @@ mod tests {
             CallResult::Ret(i64::from((libc::EPOLLIN | libc::EPOLLRDHUP) as u32))
         );
         assert!(matches!(
-            events_of(Ok(json!({"id": 1, "ok": {"events": ["EPOLLWAT"]}})), "events", names::EPOLL_EVENTS),
+            events_of(
+                Ok(json!({"id": 1, "ok": {"events": ["EPOLLWAT"]}})),
+                "events",
+                names::EPOLL_EVENTS
+            ),
             CallResult::Lost(_)
         ));
     }

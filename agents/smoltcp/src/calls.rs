@@ -447,9 +447,7 @@ impl Calls {
                 opts,
             } => (*family, *bound, *opts),
             Desc::Conn {
-                handle,
-                connecting,
-                ..
+                handle, connecting, ..
             } => {
                 let handle = *handle;
                 if !*connecting {
@@ -549,7 +547,10 @@ impl Calls {
         let socket = stack.tcp(handle);
         match socket.state() {
             State::SynSent | State::SynReceived if opts.nonblock => {
-                return Err(Error::new("EAGAIN", "the connection is not established yet"))
+                return Err(Error::new(
+                    "EAGAIN",
+                    "the connection is not established yet",
+                ))
             }
             State::SynSent | State::SynReceived => return Err(enotconn()),
             _ if !socket.may_send() => {
@@ -739,7 +740,11 @@ impl Calls {
                 let mut v = json!({"state": state_name(state).unwrap_or("CLOSED")});
                 if let Some((name, at)) = crate::timer::pending(socket) {
                     v["timer"] = json!(name);
-                    let left = if at > now { (at - now).total_millis() } else { 0 };
+                    let left = if at > now {
+                        (at - now).total_millis()
+                    } else {
+                        0
+                    };
                     v["expires_ms"] = json!(left);
                 }
                 return v;
@@ -876,8 +881,7 @@ impl Calls {
             let reset_in_last_ack = was == State::LastAck
                 && now == State::Closed
                 && !track.local_abort
-                && crate::inner::read(stack.tcp(handle))
-                    .is_some_and(|i| i.snd_nxt != i.snd_una);
+                && crate::inner::read(stack.tcp(handle)).is_some_and(|i| i.snd_nxt != i.snd_una);
             let track = self.tracks.get_mut(&handle).expect("tracked");
             let ended = ended_by_peer(was, now, track.local_abort) || reset_in_last_ack;
             // smoltcp closes a connection by itself in two places: on an RST (a frame in)
@@ -1341,7 +1345,11 @@ impl Calls {
                 false => socket.recv_slice(&mut buf).unwrap_or(0),
             };
             Ok(json!({"data": protocol::hex_encode(&buf[..n])}))
-        } else if let Some(e) = track.error.filter(|_| !peek).and_then(|_| track.take_error()) {
+        } else if let Some(e) = track
+            .error
+            .filter(|_| !peek)
+            .and_then(|_| track.take_error())
+        {
             // Reported once, as Linux's sock_error() does; then the stream has ended.
             Err(errno_error(e))
         } else if track.reset || shut_rd {
@@ -1351,7 +1359,10 @@ impl Calls {
         } else if at_eof(socket) {
             Ok(json!({"data": ""}))
         } else if until_ns.is_some_and(|t| realtime_ns() as u128 >= t) {
-            Err(Error::new("EAGAIN", "no data (non-blocking, or SO_RCVTIMEO ran out)"))
+            Err(Error::new(
+                "EAGAIN",
+                "no data (non-blocking, or SO_RCVTIMEO ran out)",
+            ))
         } else {
             return None;
         };
@@ -1456,7 +1467,10 @@ fn epoll_bits(names: &[String]) -> Result<u32, Error> {
         if n == "EPOLLET" {
             return Ok(acc | EPOLLET);
         }
-        match n.strip_prefix("E").and_then(|p| POLL_NAMES.iter().find(|(k, _)| *k == p)) {
+        match n
+            .strip_prefix("E")
+            .and_then(|p| POLL_NAMES.iter().find(|(k, _)| *k == p))
+        {
             Some((_, v)) => Ok(acc | v),
             None => Err(Error::new("EINVAL", format!("unknown epoll event `{n}`"))),
         }

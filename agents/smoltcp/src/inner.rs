@@ -84,7 +84,10 @@ mod tests {
         let tx = tcp::SocketBuffer::new(vec![0; 16]);
         let s = tcp::Socket::new(rx, tx);
         let inner = read(&s).expect("smoltcp's Debug layout");
-        assert_eq!((inner.snd_una, inner.snd_nxt, inner.snd_wscale), (0, 0, None));
+        assert_eq!(
+            (inner.snd_una, inner.snd_nxt, inner.snd_wscale),
+            (0, 0, None)
+        );
         assert!(inner.remote_mss > 0, "{inner:?}");
     }
 

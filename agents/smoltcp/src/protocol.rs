@@ -276,17 +276,37 @@ fn parse_sockopt(f: &Fields) -> Result<SockOpt, Error> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ext {
     /// A second descriptor for the socket behind `fd`.
-    Dup { fd: Fd },
-    SetSockOpt { fd: Fd, opt: ExtOpt },
+    Dup {
+        fd: Fd,
+    },
+    SetSockOpt {
+        fd: Fd,
+        opt: ExtOpt,
+    },
     /// `F_SETFL` (`nonblock` given) or `F_GETFL` (`None`).
-    Fcntl { fd: Fd, nonblock: Option<bool> },
+    Fcntl {
+        fd: Fd,
+        nonblock: Option<bool>,
+    },
     /// send(2) with its flags (`MSG_DONTWAIT`, `MSG_NOSIGNAL`).
-    Send { fd: Fd, data: Vec<u8>, flags: Vec<String> },
+    Send {
+        fd: Fd,
+        data: Vec<u8>,
+        flags: Vec<String>,
+    },
     /// recv(2) with its flags (`MSG_DONTWAIT`, `MSG_PEEK`).
-    Recv { fd: Fd, max: usize, flags: Vec<String> },
+    Recv {
+        fd: Fd,
+        max: usize,
+        flags: Vec<String>,
+    },
     /// epoll_wait(2) on an epoll instance of the fd's own, registered with `events`
     /// (`EPOLLIN`, `EPOLLOUT`, `EPOLLRDHUP`, `EPOLLET`, …) at its first use.
-    Epoll { fd: Fd, events: Vec<String>, timeout_ms: u64 },
+    Epoll {
+        fd: Fd,
+        events: Vec<String>,
+        timeout_ms: u64,
+    },
 }
 
 /// The socket options only `parse_line_ext` knows.

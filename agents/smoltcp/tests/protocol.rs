@@ -81,7 +81,10 @@ fn dup_fcntl_and_the_extra_options() {
     let (mut agent, hello) = Agent::spawn(Agent::bin());
     for call in ["dup", "fcntl", "send", "recv", "epoll"] {
         assert!(
-            hello["hello"]["calls"].as_array().unwrap().contains(&json!(call)),
+            hello["hello"]["calls"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(call)),
             "{call}"
         );
     }
@@ -103,9 +106,15 @@ fn dup_fcntl_and_the_extra_options() {
         agent.ok(json!({"cmd": "fcntl", "fd": fd, "op": "getfl"})),
         json!({"nonblock": true})
     );
-    assert_eq!(agent.err(json!({"cmd": "fcntl", "fd": fd, "op": "dupfd"})), "EINVAL");
+    assert_eq!(
+        agent.err(json!({"cmd": "fcntl", "fd": fd, "op": "dupfd"})),
+        "EINVAL"
+    );
     assert_eq!(agent.ok(json!({"cmd": "close", "fd": fd})), 0);
-    assert_eq!(agent.err(json!({"cmd": "fcntl", "fd": fd, "op": "getfl"})), "EBADF");
+    assert_eq!(
+        agent.err(json!({"cmd": "fcntl", "fd": fd, "op": "getfl"})),
+        "EBADF"
+    );
     assert_eq!(
         agent.ok(json!({"cmd": "bind", "fd": fd2, "addr": "192.0.2.1:8080"})),
         0

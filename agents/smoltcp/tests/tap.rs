@@ -401,8 +401,14 @@ fn state_reply(agent: &mut Agent) -> serde_json::Value {
     agent.ok(json!({"cmd": "state", "local": "192.0.2.1:8080", "remote": "192.0.2.2:40000"}))
 }
 
-/// Runs `f` as root in a network namespace of its own (on a fresh thread).
+/// Runs `f` as root in a network namespace of its own (on a fresh thread). These tests are of
+/// the smoltcp agent's socket layer: the gVisor agent's tests, which include this file, skip
+/// them.
 fn in_netns(f: fn()) {
+    if env!("CARGO_PKG_NAME") != "halfclose-smoltcp-agent" {
+        eprintln!("skipped: a test of the smoltcp agent's socket layer");
+        return;
+    }
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root for a network namespace and a TAP device");
         return;
@@ -424,7 +430,10 @@ fn in_netns(f: fn()) {
 fn dup_linger_and_timers() {
     in_netns(|| {
         let (mut agent, mut peer, cfd) = connected();
-        assert!(state_reply(&mut agent).get("timer").is_none(), "idle: no timer");
+        assert!(
+            state_reply(&mut agent).get("timer").is_none(),
+            "idle: no timer"
+        );
         let d2 = agent.ok(json!({"cmd": "dup", "fd": cfd}));
         // Closing one of two fds does nothing to the connection.
         agent.ok(json!({"cmd": "close", "fd": cfd}));
@@ -470,10 +479,7 @@ fn reads_shutdown_rd_and_a_reset_in_close_wait() {
         let started = Instant::now();
         assert_eq!(agent.err(json!({"cmd": "read", "fd": cfd})), "EAGAIN");
         let took = started.elapsed();
-        assert!(
-            (190..400).contains(&(took.as_millis() as u64)),
-            "{took:?}"
-        );
+        assert!((190..400).contains(&(took.as_millis() as u64)), "{took:?}");
         assert_eq!(
             agent.err(json!({"cmd": "recv", "fd": cfd, "flags": ["MSG_DONTWAIT"]})),
             "EAGAIN"
@@ -486,21 +492,33 @@ fn reads_shutdown_rd_and_a_reset_in_close_wait() {
             agent.ok(json!({"cmd": "recv", "fd": cfd, "flags": ["MSG_PEEK"]})),
             hello
         );
-        assert_eq!(agent.ok(json!({"cmd": "ioctl", "fd": cfd, "req": "siocinq"})), 5);
+        assert_eq!(
+            agent.ok(json!({"cmd": "ioctl", "fd": cfd, "req": "siocinq"})),
+            5
+        );
         assert_eq!(agent.ok(json!({"cmd": "recv", "fd": cfd})), hello);
         // SHUT_RD: EOF at once, nothing on the wire; data that still comes is read.
         agent.ok(json!({"cmd": "shutdown", "fd": cfd, "how": "rd"}));
-        assert_eq!(agent.ok(json!({"cmd": "read", "fd": cfd})), json!({"data": ""}));
+        assert_eq!(
+            agent.ok(json!({"cmd": "read", "fd": cfd})),
+            json!({"data": ""})
+        );
         assert_eq!(state_reply(&mut agent)["state"], "ESTABLISHED");
         peer.send_data(TcpFlags::PSH | TcpFlags::ACK, b"hi");
         peer.recv_tcp();
-        assert_eq!(agent.ok(json!({"cmd": "read", "fd": cfd})), json!({"data": "6869"}));
+        assert_eq!(
+            agent.ok(json!({"cmd": "read", "fd": cfd})),
+            json!({"data": "6869"})
+        );
         peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
         peer.recv_tcp();
         await_state(&mut agent, "CLOSE_WAIT");
         peer.send_tcp(TcpFlags::RST | TcpFlags::ACK);
         await_state(&mut agent, "CLOSED");
-        assert_eq!(agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})), "EPIPE");
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "EPIPE"
+        );
         assert_eq!(
             agent.ok(json!({"cmd": "getsockopt", "fd": cfd, "opt": "so_error"})),
             json!({"error": null}),
@@ -541,8 +559,14 @@ fn sndbuf_and_a_reset_after_shutdown_wr() {
             agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
             "ECONNRESET"
         );
-        assert_eq!(agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})), "EPIPE");
-        assert_eq!(agent.ok(json!({"cmd": "read", "fd": cfd})), json!({"data": ""}));
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "EPIPE"
+        );
+        assert_eq!(
+            agent.ok(json!({"cmd": "read", "fd": cfd})),
+            json!({"data": ""})
+        );
         assert!(agent.quit().success());
         unsafe { libc::close(peer.fd) };
     });
@@ -557,14 +581,19 @@ fn epoll_edge_and_level() {
         let et = json!(["EPOLLIN", "EPOLLRDHUP", "EPOLLET"]);
         let lt = json!(["EPOLLIN", "EPOLLRDHUP"]);
         let epoll = |agent: &mut Agent, events: &serde_json::Value, ms: u64| {
-            agent.ok(json!({"cmd": "epoll", "fd": cfd, "events": events, "timeout_ms": ms}))["events"]
+            agent.ok(json!({"cmd": "epoll", "fd": cfd, "events": events, "timeout_ms": ms}))
+                ["events"]
                 .clone()
         };
         assert_eq!(epoll(&mut agent, &et, 0), json!([]));
-        let waiting = agent.send(json!({"cmd": "epoll", "fd": cfd, "events": et, "timeout_ms": 2000}));
+        let waiting =
+            agent.send(json!({"cmd": "epoll", "fd": cfd, "events": et, "timeout_ms": 2000}));
         peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
         peer.recv_tcp();
-        assert_eq!(agent.reply(waiting)["ok"]["events"], json!(["EPOLLIN", "EPOLLRDHUP"]));
+        assert_eq!(
+            agent.reply(waiting)["ok"]["events"],
+            json!(["EPOLLIN", "EPOLLRDHUP"])
+        );
         assert_eq!(epoll(&mut agent, &et, 0), json!([]), "delivered once");
         assert_eq!(epoll(&mut agent, &lt, 0), json!(["EPOLLIN", "EPOLLRDHUP"]));
         assert_eq!(epoll(&mut agent, &lt, 0), json!(["EPOLLIN", "EPOLLRDHUP"]));
@@ -583,26 +612,45 @@ fn epoll_edge_and_level() {
 fn send_queue_ioctls_and_tcp_info() {
     in_netns(|| {
         let (mut agent, mut peer, cfd) = connected();
-        let ioctl = |agent: &mut Agent, req: &str| {
-            agent.ok(json!({"cmd": "ioctl", "fd": cfd, "req": req}))
-        };
+        let ioctl =
+            |agent: &mut Agent, req: &str| agent.ok(json!({"cmd": "ioctl", "fd": cfd, "req": req}));
         let info = |agent: &mut Agent| {
             agent.ok(json!({"cmd": "getsockopt", "fd": cfd, "opt": "tcp_info"}))
         };
         let i = info(&mut agent);
-        assert_eq!((i["state"].clone(), i["unacked"].clone()), (json!(1), json!(0)), "{i}");
+        assert_eq!(
+            (i["state"].clone(), i["unacked"].clone()),
+            (json!(1), json!(0)),
+            "{i}"
+        );
         assert_eq!(i["snd_mss"], 536, "the test's SYN has no MSS option: {i}");
         agent.ok(json!({"cmd": "write", "fd": cfd, "data": "ab".repeat(100)}));
         let (_, seq, _, data) = peer.recv_tcp();
         assert_eq!(data.len(), 100);
-        assert_eq!((ioctl(&mut agent, "siocoutq"), ioctl(&mut agent, "siocoutqnsd")), (json!(100), json!(0)));
+        assert_eq!(
+            (
+                ioctl(&mut agent, "siocoutq"),
+                ioctl(&mut agent, "siocoutqnsd")
+            ),
+            (json!(100), json!(0))
+        );
         agent.ok(json!({"cmd": "shutdown", "fd": cfd, "how": "wr"}));
         let (flags, fin_seq, _, _) = peer.recv_tcp();
         assert_eq!(flags & TcpFlags::FIN, TcpFlags::FIN);
         assert_eq!(fin_seq, seq.wrapping_add(100));
-        assert_eq!((ioctl(&mut agent, "siocoutq"), ioctl(&mut agent, "siocoutqnsd")), (json!(101), json!(0)));
+        assert_eq!(
+            (
+                ioctl(&mut agent, "siocoutq"),
+                ioctl(&mut agent, "siocoutqnsd")
+            ),
+            (json!(101), json!(0))
+        );
         let i = info(&mut agent);
-        assert_eq!((i["state"].clone(), i["unacked"].clone()), (json!(4), json!(2)), "{i}");
+        assert_eq!(
+            (i["state"].clone(), i["unacked"].clone()),
+            (json!(4), json!(2)),
+            "{i}"
+        );
         // ACK the data only: the FIN is left in flight.
         peer.rcv_nxt = fin_seq;
         peer.send_tcp(TcpFlags::ACK);
@@ -617,11 +665,19 @@ fn send_queue_ioctls_and_tcp_info() {
         await_state(&mut agent, "FIN_WAIT_2");
         assert_eq!(ioctl(&mut agent, "siocoutq"), 0);
         let i = info(&mut agent);
-        assert_eq!((i["state"].clone(), i["unacked"].clone()), (json!(5), json!(0)), "{i}");
+        assert_eq!(
+            (i["state"].clone(), i["unacked"].clone()),
+            (json!(5), json!(0)),
+            "{i}"
+        );
         peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
         peer.recv_tcp();
         await_state(&mut agent, "TIME_WAIT");
-        assert_eq!(info(&mut agent)["state"], 7, "a TIME_WAIT connection leaves its socket CLOSE");
+        assert_eq!(
+            info(&mut agent)["state"],
+            7,
+            "a TIME_WAIT connection leaves its socket CLOSE"
+        );
         assert!(agent.quit().success());
         unsafe { libc::close(peer.fd) };
     });
@@ -646,8 +702,15 @@ fn a_reset_in_last_ack() {
             agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
             "ECONNRESET"
         );
-        assert_eq!(agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})), "EPIPE");
-        assert!(agent.events.iter().any(|e| e["event"] == "reset"), "{:?}", agent.events);
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "EPIPE"
+        );
+        assert!(
+            agent.events.iter().any(|e| e["event"] == "reset"),
+            "{:?}",
+            agent.events
+        );
         assert!(agent.quit().success());
         unsafe { libc::close(peer.fd) };
     });
