@@ -1725,8 +1725,11 @@ fn expectations_come_from_the_suite_root_whatever_the_paths() {
             .map(|t| (t["name"].to_string(), t["outcome"].to_string()))
             .collect::<Vec<_>>()
     };
-    let by_path = outcomes(&["suites/abort"], &dir.join("a.json"));
-    let by_filter = outcomes(&["--filter", "abort::"], &dir.join("b.json"));
+    // linger-timeout is inconclusive on smoltcp (its 1 s RTO sends the third FIN
+    // retransmission, which the scenario awaits before the 2 s linger, at 7 s): exit 3.
+    let skip = ["--skip", "linger-timeout"];
+    let by_path = outcomes(&["suites/abort", skip[0], skip[1]], &dir.join("a.json"));
+    let by_filter = outcomes(&["--filter", "abort::", skip[0], skip[1]], &dir.join("b.json"));
     assert!(!by_path.is_empty());
     assert_eq!(by_path, by_filter);
     assert!(
