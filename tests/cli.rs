@@ -811,11 +811,12 @@ fn deviation_that_passes_is_stale(agent: &Path, fixture: &str, deviating: &str) 
     );
 }
 
-/// The second stack end to end: smoltcp through its agent on a TAP device.
+/// The second stack end to end: smoltcp through its agent on a TAP device (its agent has
+/// every call the close and abort scenarios make, lingering close included: none is skipped).
 #[test]
 fn smoltcp_runs_with_its_expectations() {
     if let Some(agent) = smoltcp_agent() {
-        runs_with_its_expectations("smoltcp", &agent, true);
+        runs_with_its_expectations("smoltcp", &agent, false);
     }
 }
 
@@ -1722,9 +1723,14 @@ fn smoltcp_junit_counts_deviations_as_passed() {
     };
     let dir = scratch("smoltcp-junit");
     let (junit, json) = (dir.join("j.xml"), dir.join("r.json"));
+    // linger-timeout awaits the 2 s lingering close after the third FIN retransmission, which
+    // smoltcp's 1 s RTO sends at 7 s: the harness judges the steps after it late
+    // (inconclusive, exit 3), which is not what this test is about.
     let out = halfclose(&[
         "run",
         "suites/abort",
+        "--skip",
+        "linger-timeout",
         "--stack",
         "smoltcp",
         "--junit",
@@ -1783,8 +1789,11 @@ fn expectations_come_from_the_suite_root_whatever_the_paths() {
             .map(|t| (t["name"].to_string(), t["outcome"].to_string()))
             .collect::<Vec<_>>()
     };
-    let by_path = outcomes(&["suites/abort"], &dir.join("a.json"));
-    let by_filter = outcomes(&["--filter", "abort::"], &dir.join("b.json"));
+    // linger-timeout is inconclusive on smoltcp (its 1 s RTO sends the third FIN
+    // retransmission, which the scenario awaits before the 2 s linger, at 7 s): exit 3.
+    let skip = ["--skip", "linger-timeout"];
+    let by_path = outcomes(&["suites/abort", skip[0], skip[1]], &dir.join("a.json"));
+    let by_filter = outcomes(&["--filter", "abort::", skip[0], skip[1]], &dir.join("b.json"));
     assert!(!by_path.is_empty());
     assert_eq!(by_path, by_filter);
     assert!(

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::{Addrs, CallPool, CallResult, CallTable, Completed, SutDriver};
 use crate::keeper;
 use crate::observe::{SockInfo, TcpState, TimerKind};
-use crate::script::call::{GetOpt, How, Ioctl, SockOpt};
+use crate::script::call::{Fcntl, GetOpt, How, Ioctl, SockOpt};
 use crate::script::names;
 use crate::script::{Action, Call, Func, Scenario};
 use crate::timers::TimerProfile;
@@ -50,6 +50,20 @@ pub const CALLS: &[&str] = &[
     "ioctl",
     "getsockopt",
 ];
+/// Optional commands beyond [`CALLS`] (docs/agent-protocol.md): an agent lists them in its
+/// hello only if it has them, and halfclose sends them only then.
+pub const OPTIONAL_CALLS: &[&str] = &["fcntl", "send", "recv", "epoll"];
+/// The `epoll` events the protocol carries.
+const AGENT_EPOLL_EVENTS: &[&str] = &[
+    "EPOLLIN",
+    "EPOLLOUT",
+    "EPOLLERR",
+    "EPOLLHUP",
+    "EPOLLRDHUP",
+    "EPOLLET",
+];
+/// The `send`/`recv` flags the protocol carries (docs/agent-protocol.md).
+const AGENT_MSG_FLAGS: &[&str] = &["MSG_PEEK", "MSG_DONTWAIT", "MSG_NOSIGNAL"];
 /// The `how` values of `shutdown`.
 pub const SHUTDOWN: &[&str] = &["rd", "wr", "rdwr"];
 /// The options of `setsockopt`.
@@ -72,6 +86,8 @@ const EVENTS: &[&str] = &["state", "readable", "reset"];
 /// The `ioctl` requests and `getsockopt` options of protocol 1.
 pub const IOCTLS: &[&str] = &["siocinq", "siocoutq", "siocoutqnsd"];
 pub const GETSOCKOPTS: &[&str] = &["so_error"];
+/// Optional `getsockopt` options beyond [`GETSOCKOPTS`].
+pub const OPTIONAL_GETSOCKOPTS: &[&str] = &["tcp_info"];
 
 /// What an agent says it can do (its hello line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -180,11 +196,15 @@ impl Hello {
         Ok(Hello {
             agent: text("agent", false)?,
             stack: text("stack", true)?,
-            calls: names("calls", CALLS, true)?,
+            calls: names("calls", &[CALLS, OPTIONAL_CALLS].concat(), true)?,
             shutdown: names("shutdown", SHUTDOWN, false)?,
             sockopts: names("sockopts", SOCKOPTS, false)?,
             ioctls: names("ioctls", IOCTLS, false)?,
-            getsockopts: names("getsockopts", GETSOCKOPTS, false)?,
+            getsockopts: names(
+                "getsockopts",
+                &[GETSOCKOPTS, OPTIONAL_GETSOCKOPTS].concat(),
+                false,
+            )?,
             timers: flag("timers")?,
             time_wait,
             link,
@@ -242,9 +262,25 @@ impl Hello {
             Func::Send { .. } if call.sigpipe => {
                 Some("SIGPIPE (a signal of the host kernel)".into())
             }
-            Func::Send { flags, .. } | Func::Recv { flags, .. } if *flags != 0 => Some(format!(
-                "{name} with flags {}",
-                crate::script::names::show_mask(crate::script::names::MSG_FLAGS, *flags)
+            // Flags the protocol has no name for (MSG_WAITALL, MSG_OOB, …).
+            Func::Send { flags, .. } | Func::Recv { flags, .. }
+                if *flags & !agent_msg_mask() != 0 =>
+            {
+                Some(format!(
+                    "{name} with flags {}",
+                    crate::script::names::show_mask(
+                        crate::script::names::MSG_FLAGS,
+                        *flags & !agent_msg_mask()
+                    )
+                ))
+            }
+            Func::Epoll { events, .. } if *events & !agent_epoll_mask() != 0 => Some(format!(
+                "epoll with {}",
+                crate::script::names::show_mask(names::EPOLL_EVENTS, *events & !agent_epoll_mask())
+            )),
+            Func::Fcntl(Fcntl::SetFl(flags)) if *flags & !fcntl_mask() != 0 => Some(format!(
+                "fcntl F_SETFL {}",
+                crate::script::names::show_mask(names::FILE_FLAGS, *flags & !fcntl_mask())
             )),
             Func::Ioctl(req) if !has(&self.ioctls, ioctl_name(*req)) => {
                 Some(format!("ioctl {}", ioctl_name(*req).to_uppercase()))
@@ -267,6 +303,33 @@ impl Hello {
             _ => None,
         }
     }
+}
+
+/// The MSG_ flags a `send`/`recv` command can carry.
+fn agent_msg_mask() -> u32 {
+    names::MSG_FLAGS
+        .iter()
+        .filter(|(n, _)| AGENT_MSG_FLAGS.contains(n))
+        .fold(0, |m, (_, v)| m | v)
+}
+
+/// The file flags `fcntl` carries: O_NONBLOCK (O_RDWR is the access mode, which F_SETFL
+/// leaves alone).
+fn fcntl_mask() -> u32 {
+    (libc::O_RDWR | libc::O_NONBLOCK) as u32
+}
+
+/// The epoll events an `epoll` command can carry.
+fn agent_epoll_mask() -> u32 {
+    names::EPOLL_EVENTS
+        .iter()
+        .filter(|(n, _)| AGENT_EPOLL_EVENTS.contains(n))
+        .fold(0, |m, (_, v)| m | v)
+}
+
+/// The `flags` list of a `send`/`recv` command.
+fn msg_flag_names(flags: u32) -> Vec<&'static str> {
+    mask_names(names::MSG_FLAGS, flags & agent_msg_mask())
 }
 
 fn call_name(f: &Func) -> &'static str {
@@ -891,13 +954,70 @@ fn execute(wire: &Wire, func: &Func, fd: i64, (sut, peer): Addrs) -> CallResult 
                 other => result_of(other),
             }
         }
-        // Not in protocol 1: the capability check skips scenarios that use them.
-        Func::GetSockOpt(GetOpt::TcpInfo)
-        | Func::Fcntl(_)
-        | Func::Epoll { .. }
-        | Func::Send { .. }
-        | Func::Recv { .. } => CallResult::Err(Errno::ENOSYS),
+        Func::Fcntl(Fcntl::SetFl(flags)) => ask(
+            json!({"cmd": "fcntl", "fd": fd, "op": "setfl",
+                   "nonblock": flags & libc::O_NONBLOCK as u32 != 0}),
+            ANSWER_TIMEOUT,
+        ),
+        Func::Fcntl(Fcntl::GetFl) => {
+            match wire.ask(
+                json!({"cmd": "fcntl", "fd": fd, "op": "getfl"}),
+                ANSWER_TIMEOUT,
+            ) {
+                Ok(v) if v.get("ok").is_some() => match v["ok"]["nonblock"].as_bool() {
+                    Some(nb) => CallResult::Ret(i64::from(
+                        libc::O_RDWR | if nb { libc::O_NONBLOCK } else { 0 },
+                    )),
+                    None => CallResult::Lost(format!("a malformed fcntl reply: {v}")),
+                },
+                other => result_of(other),
+            }
+        }
+        Func::Send { payload, flags } => ask(
+            json!({"cmd": "send", "fd": fd, "data": to_hex(&payload.bytes()),
+                   "flags": msg_flag_names(*flags)}),
+            ANSWER_TIMEOUT,
+        ),
+        Func::Recv { max, flags } => ask(
+            json!({"cmd": "recv", "fd": fd, "max": max, "flags": msg_flag_names(*flags)}),
+            long,
+        ),
+        // Not in the protocol: the capability check skips scenarios that use them.
+        Func::Epoll { events, timeout_ms } => {
+            let wanted = mask_names(names::EPOLL_EVENTS, *events);
+            let cmd = json!({"cmd": "epoll", "fd": fd, "events": wanted, "timeout_ms": timeout_ms});
+            let wait = Duration::from_millis(*timeout_ms as u64) + ANSWER_TIMEOUT;
+            events_of(wire.ask(cmd, wait), "events", names::EPOLL_EVENTS)
+        }
+        Func::GetSockOpt(GetOpt::TcpInfo) => tcp_info_of(wire.ask(
+            json!({"cmd": "getsockopt", "fd": fd, "opt": "tcp_info"}),
+            ANSWER_TIMEOUT,
+        )),
     }
+}
+
+/// A `tcp_info` reply, an object of `struct tcp_info` fields by name (`state`, `unacked`, …)
+/// holding the numbers Linux's struct would: only the fields the agent fills.
+fn tcp_info_of(reply: Result<Value, String>) -> CallResult {
+    let v = match reply {
+        Ok(v) if v.get("ok").is_some() => v,
+        other => return result_of(other),
+    };
+    let Some(obj) = v["ok"].as_object() else {
+        return CallResult::Lost(format!("the agent's tcp_info reply is not an object: {v}"));
+    };
+    let mut fields = Vec::new();
+    for (k, x) in obj {
+        match (names::tcpi_field(k), x.as_u64()) {
+            (Some(f), Some(n)) if !k.starts_with("tcpi_") => fields.push((f, n)),
+            _ => {
+                return CallResult::Lost(format!(
+                    "the agent's tcp_info reply: `{k}` is not a tcp_info field with a number: {v}"
+                ))
+            }
+        }
+    }
+    CallResult::TcpInfo(fields)
 }
 
 /// The names of the bits of `mask` (`["POLLIN", "POLLRDHUP"]`).
@@ -913,19 +1033,28 @@ pub fn mask_names(table: &'static [(&'static str, u32)], mask: u32) -> Vec<&'sta
 
 /// A poll reply `{"revents": ["POLLIN", …]}` as the mask.
 fn revents_of(reply: Result<Value, String>) -> CallResult {
+    events_of(reply, "revents", names::POLL_EVENTS)
+}
+
+/// A reply whose `ok` holds a list of event names under `key`, as the mask.
+fn events_of(
+    reply: Result<Value, String>,
+    key: &str,
+    table: &'static [(&'static str, u32)],
+) -> CallResult {
     let v = match reply {
         Ok(v) if v.get("ok").is_some() => v,
         other => return result_of(other),
     };
-    let list: Option<Vec<String>> = v["ok"]["revents"]
+    let list: Option<Vec<String>> = v["ok"][key]
         .as_array()
         .and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect());
     let Some(list) = list else {
-        return CallResult::Lost(format!("the agent's poll reply has no revents list: {v}"));
+        return CallResult::Lost(format!("the agent's reply has no `{key}` list: {v}"));
     };
-    match names::mask_of(names::POLL_EVENTS, &list) {
+    match names::mask_of(table, &list) {
         Ok(m) => CallResult::Ret(i64::from(m)),
-        Err(why) => CallResult::Lost(format!("the agent's poll reply: {why}")),
+        Err(why) => CallResult::Lost(format!("the agent's `{key}` reply: {why}")),
     }
 }
 
@@ -1100,6 +1229,103 @@ mod tests {
             h.missing_call(&call("epoll(EPOLLIN, 0)")),
             Some("the call epoll".into())
         );
+        // fcntl, send and recv run only on an agent that lists them, as before otherwise.
+        for c in [
+            "fcntl(F_SETFL, O_NONBLOCK)",
+            "recv(100, MSG_PEEK)",
+            "send(10, 0)",
+        ] {
+            assert!(
+                h.missing_call(&call(c)).unwrap().starts_with("the call "),
+                "{c}"
+            );
+        }
+        let v: Value = serde_json::from_str(
+            r#"{"hello":{"protocol":1,"stack":"x 1","calls":["fcntl","send","recv"]}}"#,
+        )
+        .unwrap();
+        let h = Hello::parse(&v).unwrap();
+        for c in [
+            "fcntl(F_SETFL, O_RDWR|O_NONBLOCK)",
+            "fcntl(F_GETFL) = O_RDWR|O_NONBLOCK",
+            "recv(100, MSG_PEEK|MSG_DONTWAIT)",
+            "send(10, MSG_NOSIGNAL|MSG_DONTWAIT)",
+        ] {
+            assert_eq!(h.missing_call(&call(c)), None, "{c}");
+        }
+        assert_eq!(
+            h.missing_call(&call("recv(100, MSG_WAITALL|MSG_PEEK)")),
+            Some("recv with flags MSG_WAITALL".into())
+        );
+        // A signal stays the host kernel's.
+        assert!(h
+            .missing_call(&call("send(10) = -1 EPIPE SIGPIPE"))
+            .unwrap()
+            .contains("SIGPIPE"));
+        assert_eq!(
+            msg_flag_names(libc::MSG_PEEK as u32 | libc::MSG_WAITALL as u32),
+            ["MSG_PEEK"]
+        );
+        // epoll, listed: its events (EPOLLET too) go as names and come back as the mask.
+        let v: Value =
+            serde_json::from_str(r#"{"hello":{"protocol":1,"stack":"x 1","calls":["epoll"]}}"#)
+                .unwrap();
+        let h = Hello::parse(&v).unwrap();
+        assert_eq!(
+            h.missing_call(&call("epoll(EPOLLIN|EPOLLRDHUP|EPOLLET, 0)")),
+            None
+        );
+        assert_eq!(
+            h.missing_call(&call("epoll(EPOLLIN|EPOLLONESHOT, 0)")),
+            Some("epoll with EPOLLONESHOT".into())
+        );
+        // TCP_INFO: an agent that lists it answers the fields it fills.
+        let v: Value = serde_json::from_str(
+            r#"{"hello":{"protocol":1,"stack":"x 1","calls":["getsockopt"],"getsockopts":["so_error","tcp_info"]}}"#,
+        )
+        .unwrap();
+        let h = Hello::parse(&v).unwrap();
+        assert_eq!(
+            h.missing_call(&call("getsockopt(TCP_INFO) = {tcpi_state=CLOSE}")),
+            None
+        );
+        let info = tcp_info_of(Ok(json!({"id": 1, "ok": {"state": 4, "unacked": 1}})));
+        let CallResult::TcpInfo(fields) = info else {
+            panic!("{info:?}")
+        };
+        let get = |n: &str| fields.iter().find(|(f, _)| f.name == n).map(|(_, v)| *v);
+        assert_eq!(
+            (get("state"), get("unacked"), get("rto")),
+            (Some(4), Some(1), None)
+        );
+        for broken in [
+            json!({"state": "FIN_WAIT_1"}),
+            json!({"bogus": 1}),
+            json!([1]),
+        ] {
+            assert!(
+                matches!(
+                    tcp_info_of(Ok(json!({"id": 1, "ok": broken}))),
+                    CallResult::Lost(_)
+                ),
+                "{broken}"
+            );
+        }
+        // The first set stays what the Linux agent's hello lists.
+        assert!(!CALLS.contains(&"epoll") && !GETSOCKOPTS.contains(&"tcp_info"));
+        let reply = json!({"id": 1, "ok": {"events": ["EPOLLIN", "EPOLLRDHUP"]}});
+        assert_eq!(
+            events_of(Ok(reply), "events", names::EPOLL_EVENTS),
+            CallResult::Ret(i64::from((libc::EPOLLIN | libc::EPOLLRDHUP) as u32))
+        );
+        assert!(matches!(
+            events_of(
+                Ok(json!({"id": 1, "ok": {"events": ["EPOLLWAT"]}})),
+                "events",
+                names::EPOLL_EVENTS
+            ),
+            CallResult::Lost(_)
+        ));
     }
 
     #[test]

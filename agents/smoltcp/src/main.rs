@@ -7,10 +7,13 @@
 //! time, and a command runs the moment its line arrives.
 
 mod calls;
+mod inner;
 mod lines;
 mod protocol;
+mod segs;
 mod stack;
 mod tapfd;
+mod timer;
 
 use calls::Calls;
 use serde_json::Value;
@@ -59,14 +62,20 @@ const FRAMES_PER_STEP: usize = 64;
 /// Returns true when it stopped with frames possibly still waiting.
 fn step(stack: &mut Stack, calls: &mut Calls) -> bool {
     stack.maintain();
-    calls.sweep(stack);
+    calls.sweep(stack, false);
     let mut frames = 0;
     while frames < FRAMES_PER_STEP && stack.ingress_one() {
-        calls.sweep(stack);
+        calls.sweep(stack, false);
         frames += 1;
     }
-    while stack.egress_once() {
-        calls.sweep(stack);
+    // A timer that gives a connection up acts in a transmit round; the sweep after
+    // it must run even when the round sent nothing.
+    loop {
+        let sent = stack.egress_once();
+        calls.sweep(stack, true);
+        if !sent {
+            break;
+        }
     }
     flush(&mut calls.out);
     frames == FRAMES_PER_STEP
@@ -77,9 +86,13 @@ fn run_line(line: &str, stack: &mut Stack, calls: &mut Calls) -> bool {
     if line.trim().is_empty() {
         return true;
     }
-    match protocol::parse_line(line) {
+    match protocol::parse_line_ext(line) {
         Err(e) => emit(&protocol::reply_err(e.id, &e.error)),
-        Ok(req) => {
+        Ok(protocol::Parsed::Ext { id, cmd }) => {
+            calls.execute_ext(stack, id, cmd);
+            step(stack, calls);
+        }
+        Ok(protocol::Parsed::Base(req)) => {
             let quit = req.cmd == protocol::Command::Quit;
             calls.execute(stack, req.id, req.cmd);
             if quit {

@@ -269,6 +269,155 @@ fn parse_sockopt(f: &Fields) -> Result<SockOpt, Error> {
     })
 }
 
+/// Commands and options beyond the ones the agents share: the smoltcp agent's own (its hello
+/// lists them). `parse_line_ext` reads them and hands every other line to `parse_line`, so an
+/// agent that only calls `parse_line` behaves as before.
+#[allow(dead_code)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ext {
+    /// A second descriptor for the socket behind `fd`.
+    Dup {
+        fd: Fd,
+    },
+    SetSockOpt {
+        fd: Fd,
+        opt: ExtOpt,
+    },
+    /// `F_SETFL` (`nonblock` given) or `F_GETFL` (`None`).
+    Fcntl {
+        fd: Fd,
+        nonblock: Option<bool>,
+    },
+    /// send(2) with its flags (`MSG_DONTWAIT`, `MSG_NOSIGNAL`).
+    Send {
+        fd: Fd,
+        data: Vec<u8>,
+        flags: Vec<String>,
+    },
+    /// recv(2) with its flags (`MSG_DONTWAIT`, `MSG_PEEK`).
+    Recv {
+        fd: Fd,
+        max: usize,
+        flags: Vec<String>,
+    },
+    /// epoll_wait(2) on an epoll instance of the fd's own, registered with `events`
+    /// (`EPOLLIN`, `EPOLLOUT`, `EPOLLRDHUP`, `EPOLLET`, …) at its first use.
+    Epoll {
+        fd: Fd,
+        events: Vec<String>,
+        timeout_ms: u64,
+    },
+}
+
+/// The socket options only `parse_line_ext` knows.
+#[allow(dead_code)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtOpt {
+    ReuseAddr(bool),
+    /// SO_SNDBUF's value, as the application passes it.
+    SndBuf(u64),
+    /// Milliseconds, 1 to 10000.
+    RcvTimeo(u64),
+    /// TCP_USER_TIMEOUT in milliseconds; 0 turns it off.
+    UserTimeout(u64),
+}
+
+#[allow(dead_code)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    Base(Request),
+    Ext { id: u64, cmd: Ext },
+}
+
+/// Like `parse_line`, and also the commands and options of `Ext`.
+#[allow(dead_code)]
+pub fn parse_line_ext(line: &str) -> Result<Parsed, ParseError> {
+    let obj = match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(obj)) => obj,
+        _ => return parse_line(line).map(Parsed::Base),
+    };
+    let f = Fields(&obj);
+    let cmd = obj.get("cmd").and_then(Value::as_str).unwrap_or("");
+    let opt = obj.get("opt").and_then(Value::as_str).unwrap_or("");
+    let ext = matches!(cmd, "dup" | "fcntl" | "send" | "recv" | "epoll")
+        || (cmd == "setsockopt"
+            && matches!(opt, "reuseaddr" | "sndbuf" | "rcvtimeo" | "user_timeout"));
+    if !ext {
+        return parse_line(line).map(Parsed::Base);
+    }
+    let id = obj.get("id").and_then(Value::as_u64);
+    let fail = |error: Error| ParseError { id, error };
+    let id = id.ok_or_else(|| fail(invalid("id", "a non-negative integer")))?;
+    let flags = |f: &Fields| -> Result<Vec<String>, Error> {
+        match f.0.get("flags") {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(_) => f
+                .array("flags")?
+                .iter()
+                .map(|x| match x.as_str() {
+                    Some(n @ ("MSG_DONTWAIT" | "MSG_PEEK" | "MSG_NOSIGNAL")) => Ok(n.to_string()),
+                    _ => Err(Error::new(
+                        "EINVAL",
+                        "field `flags` must list MSG_DONTWAIT, MSG_PEEK or MSG_NOSIGNAL",
+                    )),
+                })
+                .collect(),
+        }
+    };
+    let parsed = (|| -> Result<Ext, Error> {
+        Ok(match cmd {
+            "dup" => Ext::Dup { fd: f.fd()? },
+            "epoll" => Ext::Epoll {
+                fd: f.fd()?,
+                events: f
+                    .array("events")?
+                    .iter()
+                    .map(|e| {
+                        e.as_str()
+                            .map(String::from)
+                            .ok_or_else(|| invalid("events", "a list of names like \"EPOLLIN\""))
+                    })
+                    .collect::<Result<_, _>>()?,
+                timeout_ms: f.opt_uint("timeout_ms")?.unwrap_or(0).min(60_000),
+            },
+            "fcntl" => Ext::Fcntl {
+                fd: f.fd()?,
+                nonblock: match f.str("op")? {
+                    "getfl" => None,
+                    "setfl" => Some(f.bool("nonblock")?),
+                    _ => return Err(invalid("op", "\"getfl\" or \"setfl\"")),
+                },
+            },
+            "send" => Ext::Send {
+                fd: f.fd()?,
+                data: f.hex("data")?,
+                flags: flags(&f)?,
+            },
+            "recv" => Ext::Recv {
+                fd: f.fd()?,
+                max: f
+                    .opt_uint("max")?
+                    .map(|m| m as usize)
+                    .unwrap_or(DEFAULT_READ_MAX),
+                flags: flags(&f)?,
+            },
+            _ => Ext::SetSockOpt {
+                fd: f.fd()?,
+                opt: match opt {
+                    "reuseaddr" => ExtOpt::ReuseAddr(f.bool("value")?),
+                    "sndbuf" => ExtOpt::SndBuf(f.uint("value")?),
+                    "user_timeout" => ExtOpt::UserTimeout(f.uint("value")?),
+                    _ => match f.uint("value")? {
+                        ms @ 1..=10_000 => ExtOpt::RcvTimeo(ms),
+                        _ => return Err(invalid("value", "a number of ms from 1 to 10000")),
+                    },
+                },
+            },
+        })
+    })();
+    parsed.map(|cmd| Parsed::Ext { id, cmd }).map_err(fail)
+}
+
 fn invalid(field: &str, expected: &str) -> Error {
     Error::new("EINVAL", format!("field `{field}` must be {expected}"))
 }
@@ -296,6 +445,12 @@ impl Fields<'_> {
         self.get(name)?
             .as_array()
             .ok_or_else(|| invalid(name, "an array"))
+    }
+    #[allow(dead_code)]
+    fn uint(&self, name: &str) -> Result<u64, Error> {
+        self.get(name)?
+            .as_u64()
+            .ok_or_else(|| invalid(name, "a non-negative integer"))
     }
     fn opt_uint(&self, name: &str) -> Result<Option<u64>, Error> {
         match self.0.get(name) {
@@ -390,13 +545,14 @@ pub fn hello(time_wait_ms: u64) -> Value {
         "protocol": PROTOCOL_VERSION,
         "agent": "halfclose-smoltcp-agent",
         "stack": "smoltcp 0.14",
-        "calls": ["socket","bind","listen","accept","connect","write","read","shutdown","close","setsockopt","state","poll","ioctl","getsockopt"],
-        "shutdown": ["wr"],
-        "sockopts": ["linger","nodelay","keepalive"],
-        "ioctls": ["siocinq","siocoutq"],
-        "getsockopts": ["so_error"],
+        "calls": ["socket","dup","bind","listen","accept","connect","write","read","shutdown","close","setsockopt","state","poll","ioctl","getsockopt","fcntl","send","recv","epoll"],
+        "shutdown": ["rd","wr","rdwr"],
+        "sockopts": ["linger","linger-timeout","nodelay","keepalive","reuseaddr","sndbuf","rcvtimeo","user_timeout"],
+        "ioctls": ["siocinq","siocoutq","siocoutqnsd"],
+        "getsockopts": ["so_error","tcp_info"],
         "events": ["state","readable","reset"],
-        "timers": false,
+        "timers": true,
+        "ipv4_mapped": true,
         "time_wait_ms": time_wait_ms,
     }})
 }

@@ -27,6 +27,8 @@ pub const TIME_WAIT_MS: u64 = 10_000;
 pub struct Tap {
     fd: RawFd,
     failed: RefCell<Option<std::io::Error>>,
+    /// The TCP segments sent since the agent last looked (crate::segs).
+    sent: RefCell<Vec<crate::segs::Sent>>,
 }
 
 impl Tap {
@@ -38,6 +40,7 @@ impl Tap {
         Ok(Tap {
             fd,
             failed: RefCell::new(None),
+            sent: RefCell::new(Vec::new()),
         })
     }
 
@@ -90,6 +93,9 @@ impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut frame = vec![0; len];
         let result = f(&mut frame);
+        if let Some(seg) = crate::segs::parse(&frame) {
+            self.0.sent.borrow_mut().push(seg);
+        }
         let n = unsafe { libc::write(self.0.fd, frame.as_ptr().cast(), frame.len()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -133,6 +139,14 @@ impl Stack {
     /// The fd to wait on, once frames are being processed (i.e. after configure).
     pub fn poll_fd(&self) -> Option<RawFd> {
         self.iface.as_ref().and(self.tap_fd)
+    }
+
+    /// The TCP segments sent since the last call.
+    pub fn take_sent(&mut self) -> Vec<crate::segs::Sent> {
+        self.device
+            .as_ref()
+            .map(|d| std::mem::take(&mut *d.sent.borrow_mut()))
+            .unwrap_or_default()
     }
 
     /// The TAP device's first read or write error, if it had one.

@@ -172,8 +172,12 @@ impl Peer {
 
     /// Sends one segment; the sequence number advances for SYN, FIN and data.
     fn send_tcp(&mut self, flags: u8) {
-        const LEN: usize = 14 + 20 + 20;
-        let mut frame = [0u8; LEN];
+        self.send_data(flags, &[]);
+    }
+
+    fn send_data(&mut self, flags: u8, data: &[u8]) {
+        let len = 14 + 20 + 20 + data.len();
+        let mut frame = vec![0u8; len];
         let mut eth = MutableEthernetPacket::new(&mut frame).unwrap();
         eth.set_destination(AGENT_MAC);
         eth.set_source(PEER_MAC);
@@ -181,7 +185,7 @@ impl Peer {
         let mut ip = MutableIpv4Packet::new(eth.payload_mut()).unwrap();
         ip.set_version(4);
         ip.set_header_length(5);
-        ip.set_total_length(40);
+        ip.set_total_length(40 + data.len() as u16);
         ip.set_ttl(64);
         ip.set_next_level_protocol(IpNextHeaderProtocols::Tcp);
         ip.set_source(PEER_IP);
@@ -199,8 +203,10 @@ impl Peer {
         seg.set_data_offset(5);
         seg.set_flags(flags);
         seg.set_window(65535);
+        seg.set_payload(data);
         seg.set_checksum(tcp::ipv4_checksum(&seg.to_immutable(), &PEER_IP, &AGENT_IP));
         self.send(&frame);
+        self.snd_nxt = self.snd_nxt.wrapping_add(data.len() as u32);
         if flags & (TcpFlags::SYN | TcpFlags::FIN) != 0 {
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
         }
@@ -355,4 +361,357 @@ fn a_tun_device_is_refused() {
     })
     .join()
     .expect("test thread panicked");
+}
+
+/// Starts the agent on a fresh TAP in this thread's namespace and opens one connection
+/// passively; returns the agent, the peer and the connection's fd.
+fn connected() -> (Agent, Peer, serde_json::Value) {
+    let tap = create_tap();
+    let mut cmd = Agent::bin();
+    cmd.env("HALFCLOSE_TAP_FD", tap.to_string())
+        .env("HALFCLOSE_TAP_NAME", IFNAME);
+    unsafe {
+        cmd.pre_exec(move || match libc::fcntl(tap, libc::F_SETFD, 0) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let (mut agent, _hello) = Agent::spawn(cmd);
+    unsafe { libc::close(tap) };
+    let mut peer = Peer {
+        fd: packet_socket(),
+        snd_nxt: 1_000_000,
+        rcv_nxt: 0,
+    };
+    agent.ok(json!({"cmd": "configure", "mac": "02:00:00:00:00:01", "addrs": ["192.0.2.1/24"]}));
+    let lfd = agent.ok(json!({"cmd": "socket", "family": "ipv4"}));
+    agent.ok(json!({"cmd": "bind", "fd": lfd, "addr": "192.0.2.1:8080"}));
+    agent.ok(json!({"cmd": "listen", "fd": lfd, "backlog": 1}));
+    let accept = agent.send(json!({"cmd": "accept", "fd": lfd}));
+    peer.send_tcp(TcpFlags::SYN);
+    let (_, seq, _, _) = peer.recv_tcp();
+    peer.rcv_nxt = seq.wrapping_add(1);
+    peer.send_tcp(TcpFlags::ACK);
+    let cfd = agent.reply(accept)["ok"].clone();
+    await_state(&mut agent, "ESTABLISHED");
+    (agent, peer, cfd)
+}
+
+fn state_reply(agent: &mut Agent) -> serde_json::Value {
+    agent.ok(json!({"cmd": "state", "local": "192.0.2.1:8080", "remote": "192.0.2.2:40000"}))
+}
+
+/// Runs `f` as root in a network namespace of its own (on a fresh thread). These tests are of
+/// the smoltcp agent's socket layer: the gVisor agent's tests, which include this file, skip
+/// them.
+fn in_netns(f: fn()) {
+    if env!("CARGO_PKG_NAME") != "halfclose-smoltcp-agent" {
+        eprintln!("skipped: a test of the smoltcp agent's socket layer");
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a network namespace and a TAP device");
+        return;
+    }
+    std::thread::spawn(move || {
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            "unshare(CLONE_NEWNET)",
+        );
+        f();
+    })
+    .join()
+    .expect("test thread panicked");
+}
+
+/// dup(), a lingering close() that the FIN's ACK ends, and smoltcp's own timers in the
+/// `state` replies: the retransmission of the FIN, then TIME_WAIT's 10 s.
+#[test]
+fn dup_linger_and_timers() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        assert!(
+            state_reply(&mut agent).get("timer").is_none(),
+            "idle: no timer"
+        );
+        let d2 = agent.ok(json!({"cmd": "dup", "fd": cfd}));
+        // Closing one of two fds does nothing to the connection.
+        agent.ok(json!({"cmd": "close", "fd": cfd}));
+        assert_eq!(state_reply(&mut agent)["state"], "ESTABLISHED");
+        agent.ok(json!({"cmd": "setsockopt", "fd": d2, "opt": "linger", "on": true, "secs": 2}));
+        let started = Instant::now();
+        let close = agent.send(json!({"cmd": "close", "fd": d2}));
+        let (flags, seq, _, _) = peer.recv_tcp();
+        assert_eq!(flags & TcpFlags::FIN, TcpFlags::FIN, "flags {flags:#x}");
+        peer.rcv_nxt = seq.wrapping_add(1);
+        let st = state_reply(&mut agent);
+        assert_eq!(st["state"], "FIN_WAIT_1", "{st}");
+        assert_eq!(st["timer"], "retransmit", "{st}");
+        let left = st["expires_ms"].as_u64().unwrap();
+        assert!((500..=1000).contains(&left), "{st}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The FIN's ACK ends the lingering close, well before its 2 s.
+        peer.send_tcp(TcpFlags::ACK);
+        assert_eq!(agent.reply(close)["ok"], 0);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
+        await_state(&mut agent, "FIN_WAIT_2");
+        peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+        let (flags, _, _, _) = peer.recv_tcp();
+        assert_eq!(flags, TcpFlags::ACK);
+        await_state(&mut agent, "TIME_WAIT");
+        let st = state_reply(&mut agent);
+        assert_eq!(st["timer"], "timewait", "{st}");
+        let left = st["expires_ms"].as_u64().unwrap();
+        assert!((9000..=10000).contains(&left), "{st}");
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
+}
+
+/// SO_RCVTIMEO, MSG_DONTWAIT and MSG_PEEK, shutdown(SHUT_RD), and a reset's error in
+/// CLOSE_WAIT (EPIPE, as Linux's tcp_reset() sets it).
+#[test]
+fn reads_shutdown_rd_and_a_reset_in_close_wait() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        agent.ok(json!({"cmd": "setsockopt", "fd": cfd, "opt": "rcvtimeo", "value": 200}));
+        let started = Instant::now();
+        assert_eq!(agent.err(json!({"cmd": "read", "fd": cfd})), "EAGAIN");
+        let took = started.elapsed();
+        assert!((190..400).contains(&(took.as_millis() as u64)), "{took:?}");
+        assert_eq!(
+            agent.err(json!({"cmd": "recv", "fd": cfd, "flags": ["MSG_DONTWAIT"]})),
+            "EAGAIN"
+        );
+        peer.send_data(TcpFlags::PSH | TcpFlags::ACK, b"hello");
+        let (flags, _, ack, _) = peer.recv_tcp();
+        assert_eq!((flags, ack), (TcpFlags::ACK, peer.snd_nxt));
+        let hello = json!({"data": "68656c6c6f"});
+        assert_eq!(
+            agent.ok(json!({"cmd": "recv", "fd": cfd, "flags": ["MSG_PEEK"]})),
+            hello
+        );
+        assert_eq!(
+            agent.ok(json!({"cmd": "ioctl", "fd": cfd, "req": "siocinq"})),
+            5
+        );
+        assert_eq!(agent.ok(json!({"cmd": "recv", "fd": cfd})), hello);
+        // SHUT_RD: EOF at once, nothing on the wire; data that still comes is read.
+        agent.ok(json!({"cmd": "shutdown", "fd": cfd, "how": "rd"}));
+        assert_eq!(
+            agent.ok(json!({"cmd": "read", "fd": cfd})),
+            json!({"data": ""})
+        );
+        assert_eq!(state_reply(&mut agent)["state"], "ESTABLISHED");
+        peer.send_data(TcpFlags::PSH | TcpFlags::ACK, b"hi");
+        peer.recv_tcp();
+        assert_eq!(
+            agent.ok(json!({"cmd": "read", "fd": cfd})),
+            json!({"data": "6869"})
+        );
+        peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+        peer.recv_tcp();
+        await_state(&mut agent, "CLOSE_WAIT");
+        peer.send_tcp(TcpFlags::RST | TcpFlags::ACK);
+        await_state(&mut agent, "CLOSED");
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "EPIPE"
+        );
+        assert_eq!(
+            agent.ok(json!({"cmd": "getsockopt", "fd": cfd, "opt": "so_error"})),
+            json!({"error": null}),
+            "reported once"
+        );
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
+}
+
+/// SO_SNDBUF beyond smoltcp's 64 KiB buffer, and a reset in ESTABLISHED: the pending
+/// ECONNRESET comes first, also after shutdown(SHUT_WR), then EPIPE.
+#[test]
+fn sndbuf_and_a_reset_after_shutdown_wr() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        let big = "00".repeat(100_000);
+        assert_eq!(
+            agent.ok(json!({"cmd": "write", "fd": cfd, "data": big.clone()})),
+            65536,
+            "smoltcp's own buffer"
+        );
+        agent.ok(json!({"cmd": "setsockopt", "fd": cfd, "opt": "sndbuf", "value": 1048576}));
+        assert_eq!(
+            agent.ok(json!({"cmd": "write", "fd": cfd, "data": big})),
+            100_000
+        );
+        assert_eq!(
+            agent.ok(json!({"cmd": "ioctl", "fd": cfd, "req": "siocoutq"})),
+            165_536
+        );
+        agent.ok(json!({"cmd": "shutdown", "fd": cfd, "how": "wr"}));
+        // The FIN waits behind the queued data: still ESTABLISHED.
+        assert_eq!(state_reply(&mut agent)["state"], "ESTABLISHED");
+        peer.send_tcp(TcpFlags::RST | TcpFlags::ACK);
+        await_state(&mut agent, "CLOSED");
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "ECONNRESET"
+        );
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "EPIPE"
+        );
+        assert_eq!(
+            agent.ok(json!({"cmd": "read", "fd": cfd})),
+            json!({"data": ""})
+        );
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
+}
+
+/// epoll: edge-triggered events fire once, level-triggered ones while they hold, and a
+/// change of the registered events re-arms them.
+#[test]
+fn epoll_edge_and_level() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        let et = json!(["EPOLLIN", "EPOLLRDHUP", "EPOLLET"]);
+        let lt = json!(["EPOLLIN", "EPOLLRDHUP"]);
+        let epoll = |agent: &mut Agent, events: &serde_json::Value, ms: u64| {
+            agent.ok(json!({"cmd": "epoll", "fd": cfd, "events": events, "timeout_ms": ms}))
+                ["events"]
+                .clone()
+        };
+        assert_eq!(epoll(&mut agent, &et, 0), json!([]));
+        let waiting =
+            agent.send(json!({"cmd": "epoll", "fd": cfd, "events": et, "timeout_ms": 2000}));
+        peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+        peer.recv_tcp();
+        assert_eq!(
+            agent.reply(waiting)["ok"]["events"],
+            json!(["EPOLLIN", "EPOLLRDHUP"])
+        );
+        assert_eq!(epoll(&mut agent, &et, 0), json!([]), "delivered once");
+        assert_eq!(epoll(&mut agent, &lt, 0), json!(["EPOLLIN", "EPOLLRDHUP"]));
+        assert_eq!(epoll(&mut agent, &lt, 0), json!(["EPOLLIN", "EPOLLRDHUP"]));
+        assert_eq!(
+            agent.err(json!({"cmd": "epoll", "fd": cfd, "events": ["EPOLLWAT"]})),
+            "EINVAL"
+        );
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
+}
+
+/// SIOCOUTQ and SIOCOUTQNSD (the FIN counted as Linux counts it), and TCP_INFO's segments in
+/// flight, counted from the agent's own frames, as the peer ACKs them.
+#[test]
+fn send_queue_ioctls_and_tcp_info() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        let ioctl =
+            |agent: &mut Agent, req: &str| agent.ok(json!({"cmd": "ioctl", "fd": cfd, "req": req}));
+        let info = |agent: &mut Agent| {
+            agent.ok(json!({"cmd": "getsockopt", "fd": cfd, "opt": "tcp_info"}))
+        };
+        let i = info(&mut agent);
+        assert_eq!(
+            (i["state"].clone(), i["unacked"].clone()),
+            (json!(1), json!(0)),
+            "{i}"
+        );
+        assert_eq!(i["snd_mss"], 536, "the test's SYN has no MSS option: {i}");
+        agent.ok(json!({"cmd": "write", "fd": cfd, "data": "ab".repeat(100)}));
+        let (_, seq, _, data) = peer.recv_tcp();
+        assert_eq!(data.len(), 100);
+        assert_eq!(
+            (
+                ioctl(&mut agent, "siocoutq"),
+                ioctl(&mut agent, "siocoutqnsd")
+            ),
+            (json!(100), json!(0))
+        );
+        agent.ok(json!({"cmd": "shutdown", "fd": cfd, "how": "wr"}));
+        let (flags, fin_seq, _, _) = peer.recv_tcp();
+        assert_eq!(flags & TcpFlags::FIN, TcpFlags::FIN);
+        assert_eq!(fin_seq, seq.wrapping_add(100));
+        assert_eq!(
+            (
+                ioctl(&mut agent, "siocoutq"),
+                ioctl(&mut agent, "siocoutqnsd")
+            ),
+            (json!(101), json!(0))
+        );
+        let i = info(&mut agent);
+        assert_eq!(
+            (i["state"].clone(), i["unacked"].clone()),
+            (json!(4), json!(2)),
+            "{i}"
+        );
+        // ACK the data only: the FIN is left in flight.
+        peer.rcv_nxt = fin_seq;
+        peer.send_tcp(TcpFlags::ACK);
+        let deadline = Instant::now() + TIMEOUT;
+        while ioctl(&mut agent, "siocoutq") != json!(1) {
+            assert!(Instant::now() < deadline, "SIOCOUTQ stuck");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(info(&mut agent)["unacked"], 1);
+        peer.rcv_nxt = fin_seq.wrapping_add(1);
+        peer.send_tcp(TcpFlags::ACK);
+        await_state(&mut agent, "FIN_WAIT_2");
+        assert_eq!(ioctl(&mut agent, "siocoutq"), 0);
+        let i = info(&mut agent);
+        assert_eq!(
+            (i["state"].clone(), i["unacked"].clone()),
+            (json!(5), json!(0)),
+            "{i}"
+        );
+        peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+        peer.recv_tcp();
+        await_state(&mut agent, "TIME_WAIT");
+        assert_eq!(
+            info(&mut agent)["state"],
+            7,
+            "a TIME_WAIT connection leaves its socket CLOSE"
+        );
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
+}
+
+/// An RST in LAST_ACK is a reset (ECONNRESET, as Linux's tcp_reset() has it there), not the
+/// FIN's ACK that also takes LAST_ACK to CLOSED.
+#[test]
+fn a_reset_in_last_ack() {
+    in_netns(|| {
+        let (mut agent, mut peer, cfd) = connected();
+        peer.send_tcp(TcpFlags::FIN | TcpFlags::ACK);
+        peer.recv_tcp();
+        await_state(&mut agent, "CLOSE_WAIT");
+        agent.ok(json!({"cmd": "shutdown", "fd": cfd, "how": "wr"}));
+        let (flags, _, _, _) = peer.recv_tcp();
+        assert_eq!(flags & TcpFlags::FIN, TcpFlags::FIN);
+        assert_eq!(state_reply(&mut agent)["state"], "LAST_ACK");
+        peer.send_tcp(TcpFlags::RST | TcpFlags::ACK);
+        await_state(&mut agent, "CLOSED");
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "ECONNRESET"
+        );
+        assert_eq!(
+            agent.err(json!({"cmd": "write", "fd": cfd, "data": "00"})),
+            "EPIPE"
+        );
+        assert!(
+            agent.events.iter().any(|e| e["event"] == "reset"),
+            "{:?}",
+            agent.events
+        );
+        assert!(agent.quit().success());
+        unsafe { libc::close(peer.fd) };
+    });
 }
