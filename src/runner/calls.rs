@@ -226,7 +226,12 @@ impl Run<'_> {
                 ),
             ));
         }
+        // The step ends no earlier than the one before it: a call that returned while earlier
+        // steps still waited (a lingering close() during the FIN's retransmissions) does not
+        // make the next step due in the past, which would read as the harness being late.
+        let clock = self.clock;
         self.mark(step, done.ended, format!("the return of `{}`", call.text));
+        self.clock = self.clock.max(clock);
         Ok(())
     }
 }
