@@ -225,15 +225,7 @@ fn parse_command(obj: &Map<String, Value>) -> Result<Command, Error> {
         },
         "poll" => Command::Poll {
             fd: f.fd()?,
-            events: f
-                .array("events")?
-                .iter()
-                .map(|e| {
-                    e.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| invalid("events", "a list of names like \"POLLIN\""))
-                })
-                .collect::<Result<_, _>>()?,
+            events: f.names("events", "POLLIN")?,
             timeout_ms: f.opt_uint("timeout_ms")?.unwrap_or(0).min(60_000),
         },
         "ioctl" => Command::Ioctl {
@@ -369,15 +361,7 @@ pub fn parse_line_ext(line: &str) -> Result<Parsed, ParseError> {
             "dup" => Ext::Dup { fd: f.fd()? },
             "epoll" => Ext::Epoll {
                 fd: f.fd()?,
-                events: f
-                    .array("events")?
-                    .iter()
-                    .map(|e| {
-                        e.as_str()
-                            .map(String::from)
-                            .ok_or_else(|| invalid("events", "a list of names like \"EPOLLIN\""))
-                    })
-                    .collect::<Result<_, _>>()?,
+                events: f.names("events", "EPOLLIN")?,
                 timeout_ms: f.opt_uint("timeout_ms")?.unwrap_or(0).min(60_000),
             },
             "fcntl" => Ext::Fcntl {
@@ -441,6 +425,18 @@ impl Fields<'_> {
             .as_bool()
             .ok_or_else(|| invalid(name, "a boolean"))
     }
+    /// A list of names (`["POLLIN", …]`); `example` is one, for the error.
+    fn names(&self, name: &str, example: &str) -> Result<Vec<String>, Error> {
+        self.array(name)?
+            .iter()
+            .map(|e| {
+                e.as_str().map(String::from).ok_or_else(|| {
+                    invalid(name, &format!("a list of names like \"{example}\""))
+                })
+            })
+            .collect()
+    }
+
     fn array(&self, name: &str) -> Result<&Vec<Value>, Error> {
         self.get(name)?
             .as_array()
