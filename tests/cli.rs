@@ -1643,7 +1643,7 @@ fn expectations_for_another_stack_are_bad_input() {
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(2), "{shown}");
     assert!(
-        shown.contains("suites/expectations/smoltcp.yaml:8:8: this file lists deviations of `smoltcp`, but the run is against `linux`"),
+        shown.contains("suites/expectations/smoltcp.yaml:10:8: this file lists deviations of `smoltcp`, but the run is against `linux`"),
         "{shown}"
     );
     let Some(agent) = smoltcp_agent() else {

@@ -491,3 +491,41 @@ fn alternatives_are_kept_where_the_steps_differ() {
     assert_eq!(run.running_alternative, Some((1, "linux".to_string())));
     assert!(matches!(run.steps.last().unwrap().action, Action::Quiet(_)));
 }
+
+/// The alternatives of a scenario held to fewer checks than another by simply leaving out a
+/// check of the SUT's state or calls: missing segments are caught by the strict matching (any
+/// segment no step expects fails the trial), but a missing `state`, `call` or timer check is
+/// not, and such an alternative would pass a stack that shows neither behaviour.
+fn alternatives_that_only_leave_checks_out(sc: &Scenario) -> Vec<String> {
+    let mut bad = Vec::new();
+    for a in &sc.alternatives {
+        let own: Vec<Loc> = a.steps.iter().filter(|s| s.asserts()).map(|s| s.loc).collect();
+        for b in sc.alternatives.iter().filter(|b| b.name != a.name) {
+            let theirs: Vec<&Step> = b.steps.iter().filter(|s| s.asserts()).collect();
+            let subset = own.iter().all(|l| theirs.iter().any(|s| s.loc == *l));
+            let dropped_check = theirs.iter().any(|s| {
+                !own.contains(&s.loc) && !matches!(s.action, Action::Expect(_) | Action::Quiet(_))
+            });
+            if subset && dropped_check {
+                bad.push(format!("{} `{}` ⊂ `{}`", sc.name, a.name, b.name));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn no_alternative_of_the_suite_passes_by_leaving_out_a_state_or_call_check() {
+    let suite = crate::suite::load(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("suites")]);
+    assert!(suite.errors.is_empty());
+    let bad: Vec<String> = suite
+        .scenarios
+        .iter()
+        .flat_map(alternatives_that_only_leave_checks_out)
+        .collect();
+    assert!(bad.is_empty(), "alternatives that only leave checks out:\n{}", bad.join("\n"));
+    // The check can fail: a `linux` alternative with no steps of its own in a case.
+    let text = "name: a\nsummary: s\nreq: setup\nalternatives:\n  rfc: {says: r}\n  linux: {says: l}\nsteps:\n  - call: close()\n  - expect: {flags: F., seq: 1, ack: 1}\n  - state: FIN_WAIT_1\n    alt: rfc\n";
+    let sc = parse_text(text).unwrap();
+    assert_eq!(alternatives_that_only_leave_checks_out(&sc), ["a `linux` ⊂ `rfc`"]);
+}
