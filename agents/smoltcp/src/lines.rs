@@ -78,8 +78,11 @@ impl Input {
     }
 }
 
+/// The longest single sleep of the agent's loop, in ms (see [`wait_for_stdin`]).
+const MAX_SLEEP_MS: i32 = 20;
+
 /// Sleeps in poll(2) until stdin or the TAP is readable or the stack's next timer is due
-/// (`None` = no timer). Returns whether stdin is readable.
+/// (`None` = no timer), MAX_SLEEP_MS at most. Returns whether stdin is readable.
 pub fn wait_for_stdin(tap: Option<RawFd>, timeout_ms: Option<u64>) -> bool {
     let mut fds = [
         libc::pollfd {
@@ -93,7 +96,12 @@ pub fn wait_for_stdin(tap: Option<RawFd>, timeout_ms: Option<u64>) -> bool {
             revents: 0,
         },
     ];
-    let timeout = timeout_ms.map_or(-1, |ms| ms.min(i32::MAX as u64) as i32);
+    // poll(2) lets a normal-priority task's timeout end up to 0.1 % late (the kernel's
+    // select_estimate_accuracy(): 4 ms on a 4 s sleep), more than the 3 ms the smoltcp
+    // timer profile allows a timer to fire late, and a retransmission due after a 4 s backoff
+    // came 2.7 ms late. Sleeping at most MAX_SLEEP_MS at a time keeps that slack to the
+    // task's 50 µs timer slack; the loop then looks again, which costs nothing.
+    let timeout = timeout_ms.map_or(MAX_SLEEP_MS, |ms| ms.min(MAX_SLEEP_MS as u64) as i32);
     // A negative fd is ignored by poll(2), which covers "no TAP yet".
     let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
     n > 0 && fds[0].revents != 0
