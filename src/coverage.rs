@@ -108,7 +108,11 @@ pub fn markdown(scenarios: &[Scenario]) -> String {
             .iter()
             .filter(|r| !covering(scenarios, r).is_empty())
             .count();
-        out.push_str(&format!("- {}: {hit} of {} covered\n", level.word(), of_level.len()));
+        out.push_str(&format!(
+            "- {}: {hit} of {} covered\n",
+            level.word(),
+            of_level.len()
+        ));
     }
     out
 }

@@ -103,7 +103,9 @@ impl Requirement {
         match (self.same_as, self.met_through) {
             (Some(id), _) => vec![id],
             (None, []) => vec![self.id],
-            (None, ids) => std::iter::once(self.id).chain(ids.iter().copied()).collect(),
+            (None, ids) => std::iter::once(self.id)
+                .chain(ids.iter().copied())
+                .collect(),
         }
     }
 
@@ -435,7 +437,6 @@ pub const REQUIREMENTS: &[Requirement] = &[
         "Linux's choice where no RFC decides: segmentation, PSH, option lists, errno order"),
 ];
 
-
 /// The requirement with this id (spacing and case aside), if the registry has it.
 pub fn find(id: &str) -> Option<&'static Requirement> {
     let want = normalize(id);
@@ -446,7 +447,11 @@ pub fn find(id: &str) -> Option<&'static Requirement> {
 /// first characters of the rest.
 pub fn near(id: &str) -> Vec<&'static str> {
     let want = normalize(id);
-    let rfc: String = want.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let rfc: String = want
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut out: Vec<&'static str> = REQUIREMENTS
         .iter()
         .filter(|r| normalize(r.id).starts_with(&rfc))

@@ -43,7 +43,9 @@ pub fn untestable(sc: &Scenario) -> BTreeMap<String, String> {
     for a in &sc.alternatives {
         all.extend(reqs_of(&a.steps));
     }
-    all.into_iter().map(|r| (r, NOT_TESTABLE.to_string())).collect()
+    all.into_iter()
+        .map(|r| (r, NOT_TESTABLE.to_string()))
+        .collect()
 }
 
 /// What a run trial found for each requirement. `judged` holds the steps the deciding run
@@ -150,7 +152,10 @@ fn merge(a: Standing, b: Standing) -> Standing {
 }
 
 /// A requirement's standing: its own, or, for one met through others, the worst of theirs.
-pub fn standing_of(r: &requirements::Requirement, standings: &BTreeMap<String, Standing>) -> Standing {
+pub fn standing_of(
+    r: &requirements::Requirement,
+    standings: &BTreeMap<String, Standing>,
+) -> Standing {
     r.checked_as()
         .into_iter()
         .filter_map(|id| standings.get(id).cloned())
@@ -269,7 +274,11 @@ fn show(s: &Standing) -> String {
         Standing::Conforms => "conforms".into(),
         Standing::DepartsAsLinux(t) => format!(
             "departs as Linux does: {}{}",
-            t.iter().take(SHOWN).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+            t.iter()
+                .take(SHOWN)
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
             more(t.len())
         ),
         Standing::DepartsOtherwise(t) => format!(
@@ -308,7 +317,10 @@ mod tests {
 
     fn rec(name: &str, outcome: Outcome, reqs: &[(&str, &str)]) -> Record {
         let mut r = Record::blank(name, "f.yaml", outcome);
-        r.requirements = reqs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        r.requirements = reqs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         r.pcap = Some(format!("{name}.pcapng"));
         r
     }
@@ -331,16 +343,34 @@ mod tests {
 
     #[test]
     fn linux_departures_and_skips_are_their_own_standing() {
-        let mut skipped = rec("ipv4::s", Outcome::Skipped, &[("RFC 9293 SHLD-3", NOT_TESTABLE)]);
+        let mut skipped = rec(
+            "ipv4::s",
+            Outcome::Skipped,
+            &[("RFC 9293 SHLD-3", NOT_TESTABLE)],
+        );
         skipped.skipped = Some("the call dup".into());
         let recs = [
-            rec("ipv4::l", Outcome::Passed, &[("RFC 5961 §3.2 c", DEPARTS_AS_LINUX)]),
-            rec("ipv4::m", Outcome::Passed, &[("RFC 5961 §3.2 c", MET), ("RFC 9293 MAY-2", MET)]),
+            rec(
+                "ipv4::l",
+                Outcome::Passed,
+                &[("RFC 5961 §3.2 c", DEPARTS_AS_LINUX)],
+            ),
+            rec(
+                "ipv4::m",
+                Outcome::Passed,
+                &[("RFC 5961 §3.2 c", MET), ("RFC 9293 MAY-2", MET)],
+            ),
             skipped,
         ];
         let st = standings(&recs);
-        assert_eq!(st["RFC 5961 §3.2 c"], Standing::DepartsAsLinux(vec!["ipv4::l".into()]));
-        assert_eq!(st["RFC 9293 SHLD-3"], Standing::NotTestable(vec!["the call dup".into()]));
+        assert_eq!(
+            st["RFC 5961 §3.2 c"],
+            Standing::DepartsAsLinux(vec!["ipv4::l".into()])
+        );
+        assert_eq!(
+            st["RFC 9293 SHLD-3"],
+            Standing::NotTestable(vec!["the call dup".into()])
+        );
         let t = tally(&st);
         // RFC 5961 §3.2 a, the SHOULD to adopt §3.2's checks, is checked through §3.2 c.
         assert_eq!((t.musts_met, t.musts_tested, t.as_linux), (0, 1, 2));
@@ -348,8 +378,14 @@ mod tests {
         assert_eq!((t.shoulds_met, t.shoulds_tested, t.not_testable), (0, 1, 1));
         let md = markdown(&[("smoltcp".into(), recs.to_vec())]);
         assert!(md.contains("| smoltcp | 0 / 1 | 0 / 1 | 1 / 1 |"), "{md}");
-        assert!(md.contains("| RFC 5961 §3.2 a | SHOULD | departs as Linux does: `ipv4::l` |"), "{md}");
-        assert!(md.contains("| RFC 5961 §3.2 c | MUST | departs as Linux does: `ipv4::l` |"), "{md}");
+        assert!(
+            md.contains("| RFC 5961 §3.2 a | SHOULD | departs as Linux does: `ipv4::l` |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| RFC 5961 §3.2 c | MUST | departs as Linux does: `ipv4::l` |"),
+            "{md}"
+        );
         assert!(md.contains("not testable (needs the call dup)"), "{md}");
     }
 

@@ -51,7 +51,8 @@ pub fn trials(
                         let d = run_alternatives(&sc, family, &cfg);
                         let mut r = record_of(&d.verdict, &sc, d.earlier, deviation.as_ref());
                         r.seconds = d.seconds;
-                        r.requirements = scorecard::of(&d.judged, &d.departed, &d.verdict, r.outcome);
+                        r.requirements =
+                            scorecard::of(&d.judged, &d.departed, &d.verdict, r.outcome);
                         r.alternative = d.shown.map(|i| sc.alternatives[i].name.clone());
                         if let Some(f) = &mut r.failure {
                             f.push_str(&d.also_tried);
@@ -159,12 +160,19 @@ fn run_alternatives(sc: &Scenario, family: crate::Family, cfg: &TrialConfig) -> 
         for f in &failed {
             earlier.extend(f.earlier.iter().cloned());
         }
-        let departed = match (verdict.passed(), sc.alternatives[i].conforms(), failed.first()) {
+        let departed = match (
+            verdict.passed(),
+            sc.alternatives[i].conforms(),
+            failed.first(),
+        ) {
             (true, false, Some(rfc)) => scorecard::failed_at(&rfc.judged, &rfc.verdict),
             _ => Vec::new(),
         };
         let seconds = verdict.elapsed.as_secs_f64()
-            + failed.iter().map(|f| f.verdict.elapsed.as_secs_f64()).sum::<f64>();
+            + failed
+                .iter()
+                .map(|f| f.verdict.elapsed.as_secs_f64())
+                .sum::<f64>();
         let decided = Decided {
             seconds,
             shown: verdict.passed().then_some(i),
@@ -182,7 +190,11 @@ fn run_alternatives(sc: &Scenario, family: crate::Family, cfg: &TrialConfig) -> 
     let mut also = String::new();
     for f in &failed[1..] {
         let alt = &sc.alternatives[f.judged.running_alternative.as_ref().map_or(0, |a| a.0)];
-        let heading = f.verdict.failure.as_ref().map_or("", |x| x.heading.as_str());
+        let heading = f
+            .verdict
+            .failure
+            .as_ref()
+            .map_or("", |x| x.heading.as_str());
         let capture = f.verdict.pcap.as_ref().map(|p| p.display().to_string());
         also.push_str(&format!(
             "\n  nor does it show alternative `{}` ({}): {heading}\n  {:<9} {}",

@@ -100,7 +100,11 @@ fn every_assertion_kind_can_fail() {
             .into_iter()
             .filter(|p| !p.to_string_lossy().contains('@'))
             .collect();
-        assert_eq!(trials.len(), 2, "{rel}: a capture per trial, failed ones too");
+        assert_eq!(
+            trials.len(),
+            2,
+            "{rel}: a capture per trial, failed ones too"
+        );
         let _ = std::fs::remove_dir_all(&pcap_dir);
     }
 }
@@ -560,7 +564,12 @@ fn every_requirement_is_covered_or_says_why_not() {
 #[test]
 fn every_assertion_names_a_requirement() {
     let out = halfclose(&["coverage", "--untagged"]);
-    assert_eq!(out.status.code(), Some(0), "untagged assertions:\n{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "untagged assertions:\n{}",
+        text(&out)
+    );
     let out = halfclose(&["coverage", "--untagged", "fixtures/fail/wrong-state.yaml"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let shown = text(&out);
@@ -594,17 +603,30 @@ fn a_linux_departure_passes_through_its_alternative_and_is_reported() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|t| t["name"].as_str().unwrap().ends_with(&format!("[probe={case}]")))
+            .find(|t| {
+                t["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("[probe={case}]"))
+            })
             .unwrap_or_else(|| panic!("no trial {case}: {report}"))
             .clone()
     };
     let middle = trial("rst-middle");
     assert_eq!(middle["alternative"], "linux", "{middle}");
-    assert_eq!(middle["requirements"]["RFC 5961 §3.2 c"], "departs-as-linux", "{middle}");
-    assert!(dir.join("ipv4/closing-states/orphan-fin-wait-2[probe=rst-middle]@linux.pcapng").exists());
+    assert_eq!(
+        middle["requirements"]["RFC 5961 §3.2 c"], "departs-as-linux",
+        "{middle}"
+    );
+    assert!(dir
+        .join("ipv4/closing-states/orphan-fin-wait-2[probe=rst-middle]@linux.pcapng")
+        .exists());
     let at_rcv_nxt = trial("rst-rcv-nxt");
     assert!(at_rcv_nxt.get("alternative").is_none(), "{at_rcv_nxt}");
-    assert_eq!(at_rcv_nxt["requirements"]["RFC 5961 §3.2 b"], "met", "{at_rcv_nxt}");
+    assert_eq!(
+        at_rcv_nxt["requirements"]["RFC 5961 §3.2 b"], "met",
+        "{at_rcv_nxt}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1099,7 +1121,10 @@ fn a_forking_agent_leaves_nothing_after_the_run() {
         pids_with_arg(pcaps.to_str().unwrap()).is_empty()
     });
     let left = pids_with_arg(pcaps.to_str().unwrap());
-    assert!(closer_gone, "the closer's child outlived its 2 s bound: {left:?}");
+    assert!(
+        closer_gone,
+        "the closer's child outlived its 2 s bound: {left:?}"
+    );
     let alive = every_netns();
     assert!(
         !held.iter().any(|n| alive.contains(n)),
@@ -1793,7 +1818,10 @@ fn expectations_come_from_the_suite_root_whatever_the_paths() {
     // retransmission, which the scenario awaits before the 2 s linger, at 7 s): exit 3.
     let skip = ["--skip", "linger-timeout"];
     let by_path = outcomes(&["suites/abort", skip[0], skip[1]], &dir.join("a.json"));
-    let by_filter = outcomes(&["--filter", "abort::", skip[0], skip[1]], &dir.join("b.json"));
+    let by_filter = outcomes(
+        &["--filter", "abort::", skip[0], skip[1]],
+        &dir.join("b.json"),
+    );
     assert!(!by_path.is_empty());
     assert_eq!(by_path, by_filter);
     assert!(

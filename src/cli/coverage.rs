@@ -34,7 +34,10 @@ pub fn run(a: Args) -> i32 {
         return match missing.is_empty() {
             true => exit::OK,
             false => {
-                eprintln!("halfclose coverage: {} assertion(s) name no requirement", missing.len());
+                eprintln!(
+                    "halfclose coverage: {} assertion(s) name no requirement",
+                    missing.len()
+                );
                 exit::FAILED
             }
         };

@@ -319,7 +319,12 @@ impl Step {
     pub fn asserts(&self) -> bool {
         !matches!(
             self.action,
-            Action::Send(_) | Action::Wait(_) | Action::Call { background: true, .. }
+            Action::Send(_)
+                | Action::Wait(_)
+                | Action::Call {
+                    background: true,
+                    ..
+                }
         )
     }
 }
@@ -828,7 +833,10 @@ fn lower_alternatives(
         }
     }
     if !names.iter().any(|n| alternative_conforms(n)) {
-        return Err(cx.at(alts, "`alternatives` needs an `rfc` alternative: the behaviour the RFC asks for"));
+        return Err(cx.at(
+            alts,
+            "`alternatives` needs an `rfc` alternative: the behaviour the RFC asks for",
+        ));
     }
     // RFC alternatives first: a stack is held to them before Linux's.
     names.sort_by_key(|n| (!alternative_conforms(n), n.to_string()));
@@ -854,16 +862,17 @@ fn lower_alternatives(
             sc,
         ));
     }
-    let same = |a: &[Step], b: &[Step]| {
-        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.loc == y.loc)
-    };
+    let same =
+        |a: &[Step], b: &[Step]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.loc == y.loc);
     let differ = lowered
         .windows(2)
         .any(|w| !same(&w[0].0.steps, &w[1].0.steps));
     let mut iter = lowered.into_iter();
     let (first_alt, mut sc) = iter.next().expect("an rfc alternative is there");
     if differ {
-        sc.alternatives = std::iter::once(first_alt).chain(iter.map(|(a, _)| a)).collect();
+        sc.alternatives = std::iter::once(first_alt)
+            .chain(iter.map(|(a, _)| a))
+            .collect();
     }
     Ok(sc)
 }
@@ -872,7 +881,10 @@ fn lower_alternatives(
 fn check_reqs(cx: &Cx, names: &Spanned<raw::Names>) -> Result<Vec<String>, ScriptError> {
     let list = names.value.list();
     if list.is_empty() {
-        return Err(cx.at(names, "`req`: expected one requirement id or a list of them, not an empty list"));
+        return Err(cx.at(
+            names,
+            "`req`: expected one requirement id or a list of them, not an empty list",
+        ));
     }
     list.into_iter()
         .map(|id| match crate::requirements::find(&id) {
@@ -1306,7 +1318,13 @@ fn lower_step(
         };
         let list = a.value.list();
         if let Some(bad) = list.iter().find(|n| !cx.alt_names.contains(n)) {
-            return Err(cx.at(a, format!("`alt`: no alternative `{bad}` is declared; expected one of {}", cx.alt_names.join(", "))));
+            return Err(cx.at(
+                a,
+                format!(
+                    "`alt`: no alternative `{bad}` is declared; expected one of {}",
+                    cx.alt_names.join(", ")
+                ),
+            ));
         }
         if !list.iter().any(|n| n == current) {
             return Ok(None);

@@ -468,9 +468,16 @@ fn requirements_default_to_the_scenarios_and_a_step_names_its_own() {
     .unwrap();
     let written: Vec<&Step> = sc.steps.iter().filter(|s| !s.implicit).collect();
     assert_eq!(written[0].reqs, ["RFC 9293 §3.10.4 CLOSE in ESTABLISHED"]);
-    assert_eq!(written[3].reqs, ["RFC 9293 §3.10.7.4 ACK in FIN-WAIT-1", "linux"]);
+    assert_eq!(
+        written[3].reqs,
+        ["RFC 9293 §3.10.7.4 ACK in FIN-WAIT-1", "linux"]
+    );
     assert!(!written[2].asserts(), "a send asserts nothing");
-    assert!(sc.steps.iter().filter(|s| s.implicit).all(|s| s.reqs == ["setup"]));
+    assert!(sc
+        .steps
+        .iter()
+        .filter(|s| s.implicit)
+        .all(|s| s.reqs == ["setup"]));
 }
 
 /// Alternatives are kept only for the matrix cases whose steps differ between them, RFC
@@ -482,11 +489,21 @@ fn alternatives_are_kept_where_the_steps_differ() {
     let same = all.iter().find(|s| s.name.contains("x=same")).unwrap();
     assert!(same.alternatives.is_empty());
     let differ = all.iter().find(|s| s.name.contains("x=differ")).unwrap();
-    let names: Vec<&str> = differ.alternatives.iter().map(|a| a.name.as_str()).collect();
+    let names: Vec<&str> = differ
+        .alternatives
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
     assert_eq!(names, ["rfc", "linux"]);
     assert!(differ.alternatives[0].conforms() && !differ.alternatives[1].conforms());
-    assert!(matches!(differ.alternatives[0].steps.last().unwrap().action, Action::Expect(_)));
-    assert!(matches!(differ.alternatives[1].steps.last().unwrap().action, Action::Quiet(_)));
+    assert!(matches!(
+        differ.alternatives[0].steps.last().unwrap().action,
+        Action::Expect(_)
+    ));
+    assert!(matches!(
+        differ.alternatives[1].steps.last().unwrap().action,
+        Action::Quiet(_)
+    ));
     let run = differ.with_alternative(1);
     assert_eq!(run.running_alternative, Some((1, "linux".to_string())));
     assert!(matches!(run.steps.last().unwrap().action, Action::Quiet(_)));
@@ -499,7 +516,12 @@ fn alternatives_are_kept_where_the_steps_differ() {
 fn alternatives_that_only_leave_checks_out(sc: &Scenario) -> Vec<String> {
     let mut bad = Vec::new();
     for a in &sc.alternatives {
-        let own: Vec<Loc> = a.steps.iter().filter(|s| s.asserts()).map(|s| s.loc).collect();
+        let own: Vec<Loc> = a
+            .steps
+            .iter()
+            .filter(|s| s.asserts())
+            .map(|s| s.loc)
+            .collect();
         for b in sc.alternatives.iter().filter(|b| b.name != a.name) {
             let theirs: Vec<&Step> = b.steps.iter().filter(|s| s.asserts()).collect();
             let subset = own.iter().all(|l| theirs.iter().any(|s| s.loc == *l));
@@ -523,9 +545,16 @@ fn no_alternative_of_the_suite_passes_by_leaving_out_a_state_or_call_check() {
         .iter()
         .flat_map(alternatives_that_only_leave_checks_out)
         .collect();
-    assert!(bad.is_empty(), "alternatives that only leave checks out:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "alternatives that only leave checks out:\n{}",
+        bad.join("\n")
+    );
     // The check can fail: a `linux` alternative with no steps of its own in a case.
     let text = "name: a\nsummary: s\nreq: setup\nalternatives:\n  rfc: {says: r}\n  linux: {says: l}\nsteps:\n  - call: close()\n  - expect: {flags: F., seq: 1, ack: 1}\n  - state: FIN_WAIT_1\n    alt: rfc\n";
     let sc = parse_text(text).unwrap();
-    assert_eq!(alternatives_that_only_leave_checks_out(&sc), ["a `linux` ⊂ `rfc`"]);
+    assert_eq!(
+        alternatives_that_only_leave_checks_out(&sc),
+        ["a `linux` ⊂ `rfc`"]
+    );
 }

@@ -430,9 +430,9 @@ impl Fields<'_> {
         self.array(name)?
             .iter()
             .map(|e| {
-                e.as_str().map(String::from).ok_or_else(|| {
-                    invalid(name, &format!("a list of names like \"{example}\""))
-                })
+                e.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| invalid(name, &format!("a list of names like \"{example}\"")))
             })
             .collect()
     }
